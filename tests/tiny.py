@@ -1,0 +1,87 @@
+"""A tiny offline model, tokenizer and dataset: the tests never touch the model hub."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from datasets import Dataset
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+_CORPUS = [
+    "What is 3 + 4? The answer is 7.",
+    "Explore an unusual line of thought before you answer.",
+    "Compute 12 minus 5, then add 9. Answer: 16",
+    "system user assistant: think step by step and give the final answer.",
+    "Approach this problem the way few people would, weigh several different perspectives.",
+] * 20
+
+
+def build_tiny_model(directory: str | os.PathLike) -> str:
+    """Train a byte-level BPE on a toy corpus and save it with a 2-layer Qwen2 model; returns the directory."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    backend.train_from_iterator(_CORPUS, trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token=None,
+        chat_template=CHAT_TEMPLATE,
+    )
+    tokenizer.save_pretrained(directory)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
+    )
+    Qwen2ForCausalLM(config).save_pretrained(directory)
+    return str(directory)
+
+
+def conversational_dataset(size: int = 16) -> Dataset:
+    """Questions as chat prompts, half of them with a system message, with an `answer` column."""
+    rows = []
+    for i in range(size):
+        messages = [{"role": "user", "content": f"What is {i % 7} + {i % 5}?"}]
+        if i % 2:
+            messages.insert(0, {"role": "system", "content": "Answer briefly."})
+        rows.append({"prompt": messages, "answer": str(i % 7 + i % 5)})
+    return Dataset.from_list(rows)
+
+
+def text_dataset(size: int = 16) -> Dataset:
+    return Dataset.from_list([{"prompt": f"Compute {i % 7} plus {i % 5}.", "answer": str(i % 7 + i % 5)} for i in range(size)])
+
+
+def _text(completion) -> str:
+    return completion if isinstance(completion, str) else completion[0]["content"]
+
+
+def digit_reward(completions, **kwargs) -> list[float]:
+    """Deterministic reward that varies between random completions: 1 when the completion has a digit."""
+    return [float(any(ch.isdigit() for ch in _text(c))) for c in completions]
+
+
+def length_reward(completions, **kwargs) -> list[float]:
+    return [min(len(_text(c)), 20) / 20.0 for c in completions]

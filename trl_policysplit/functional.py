@@ -1,0 +1,178 @@
+"""Pure, vectorized tensor math of the methods in this package (ALGORITHMS.md §5).
+
+Conventions: rows are grouped contiguously (rows ``g*G .. g*G+G-1`` form group ``g``); per-token tensors
+are ``(N, T)`` with a 0/1 ``mask`` of valid completion tokens. No function here holds state, talks to other
+processes or loops in Python over rows or tokens, so trainers, tests and users can call them directly.
+"""
+
+from __future__ import annotations
+
+import torch
+
+NORMALIZATIONS = ("zscore", "range", "none")
+_EPS = 1e-6
+
+
+def _check_groups(num_rows: int, group_size: int) -> int:
+    if group_size < 1 or num_rows % group_size != 0:
+        raise ValueError(f"{num_rows} rows cannot be split into groups of {group_size}.")
+    return num_rows // group_size
+
+
+def group_token_quantile(values: torch.Tensor, mask: torch.Tensor, group_size: int, q: float) -> torch.Tensor:
+    """Per-group ``q``-quantile of the valid tokens, with the linear interpolation of ``torch.quantile``.
+
+    Returns one value per group, ``(N // group_size,)``; a group without valid tokens gets ``nan``.
+    Groups hold different numbers of valid tokens, so invalid tokens are sorted to the end and each group
+    interpolates at its own position ``q * (count - 1)``.
+    """
+    num_groups = _check_groups(values.size(0), group_size)
+    flat = values.reshape(num_groups, -1).float()
+    valid = mask.reshape(num_groups, -1).bool()
+    ordered = flat.masked_fill(~valid, float("inf")).sort(dim=1).values
+    count = valid.sum(dim=1)
+    position = q * (count - 1).clamp(min=0).to(flat.dtype)
+    lower = position.floor().long()
+    upper = position.ceil().long()
+    low_value = ordered.gather(1, lower.unsqueeze(1)).squeeze(1)
+    high_value = ordered.gather(1, upper.unsqueeze(1)).squeeze(1)
+    weight = position - lower.to(flat.dtype)
+    result = low_value + weight * (high_value - low_value)
+    return result.masked_fill(count == 0, float("nan"))
+
+
+def policy_split_internal_reward(
+    surprisal_self: torch.Tensor,
+    surprisal_other: torch.Tensor,
+    mask: torch.Tensor,
+    group_size: int,
+    alpha: float,
+    normalization: str = "zscore",
+    low_quantile: float = 0.0,
+) -> torch.Tensor:
+    """Normalized dual-mode entropy term of Policy Split (ALGORITHMS.md §1.4), for rows of ONE context.
+
+    ``x_t = alpha * surprisal_self_t + (1 - alpha) * surprisal_other_t``: for rows under the high-entropy
+    context ``self`` is the HE surprisal and this is ``b``; under the normal context it is ``c``. The value is
+    normalized over all valid tokens of each group (``zscore`` with the unbiased std, ``range``, or ``none``);
+    a group with at most one valid token uses mean 0 and scale 1. Tokens whose raw value is below the group's
+    ``low_quantile`` get 0, and so do invalid tokens. The sign and the eta coefficients are the caller's.
+    """
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}.")
+    num_groups = _check_groups(surprisal_self.size(0), group_size)
+    valid = mask.bool()
+    raw = alpha * surprisal_self.float() + (1.0 - alpha) * surprisal_other.float()
+    raw = raw.masked_fill(~valid, 0.0)
+
+    if normalization == "none":
+        normalized = raw
+    else:
+        grouped = raw.reshape(num_groups, -1)
+        grouped_valid = valid.reshape(num_groups, -1)
+        count = grouped_valid.sum(dim=1).to(raw.dtype)
+        mean = grouped.sum(dim=1) / count.clamp(min=1.0)
+        if normalization == "zscore":
+            squared = ((grouped - mean.unsqueeze(1)) ** 2).masked_fill(~grouped_valid, 0.0)
+            scale = (squared.sum(dim=1) / (count - 1.0).clamp(min=1.0)).sqrt()
+        else:
+            largest = grouped.masked_fill(~grouped_valid, float("-inf")).amax(dim=1)
+            smallest = grouped.masked_fill(~grouped_valid, float("inf")).amin(dim=1)
+            scale = largest - smallest
+        degenerate = count <= 1
+        mean = mean.masked_fill(degenerate, 0.0)
+        scale = scale.masked_fill(degenerate, 1.0)
+        mean_rows = mean.repeat_interleave(group_size).unsqueeze(1)
+        scale_rows = scale.repeat_interleave(group_size).unsqueeze(1)
+        normalized = (raw - mean_rows) / (scale_rows + _EPS)
+
+    if low_quantile > 0.0:
+        threshold = group_token_quantile(raw, mask, group_size, low_quantile)
+        normalized = normalized.masked_fill(raw < threshold.repeat_interleave(group_size).unsqueeze(1), 0.0)
+    return normalized.masked_fill(~valid, 0.0)
+
+
+def clamp_by_advantage(internal_reward: torch.Tensor, advantages: torch.Tensor, kappa: float) -> torch.Tensor:
+    """Clamp a per-token term to ``[-|A|/kappa, |A|/kappa]`` so it cannot outweigh the outcome signal.
+
+    With ``kappa > 1`` the term can never flip the sign of ``A``, and it vanishes where ``A == 0``.
+    ``kappa <= 0`` returns the term unchanged. ``advantages`` is ``(N,)`` or ``(N, 1)``.
+    """
+    if kappa <= 0:
+        return internal_reward
+    bound = advantages.reshape(-1, 1).abs().to(internal_reward.dtype) / kappa
+    return torch.maximum(torch.minimum(internal_reward, bound), -bound)
+
+
+def uniform_reward_groups(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
+    """``(N,)`` bool: True for rows whose group's rewards are all equal, ignoring NaN (unscored) rewards."""
+    num_groups = _check_groups(rewards.size(0), group_size)
+    grouped = rewards.reshape(num_groups, group_size)
+    scored = ~torch.isnan(grouped)
+    largest = grouped.masked_fill(~scored, float("-inf")).amax(dim=1)
+    smallest = grouped.masked_fill(~scored, float("inf")).amin(dim=1)
+    uniform = (largest <= smallest) | ~scored.any(dim=1)
+    return uniform.repeat_interleave(group_size)
+
+
+def distinct_correct_per_group(
+    completion_ids: torch.Tensor, mask: torch.Tensor, correct: torch.Tensor, group_size: int
+) -> torch.Tensor:
+    """Number of distinct correct completions (as token sequences) in each group, ``(N // group_size,)``."""
+    num_groups = _check_groups(completion_ids.size(0), group_size)
+    group_index = torch.arange(completion_ids.size(0), device=completion_ids.device) // group_size
+    tokens = completion_ids.long().masked_fill(~mask.bool(), -1)
+    keys = torch.cat([group_index.unsqueeze(1), tokens], dim=1)[correct.bool()]
+    if keys.numel() == 0:
+        return torch.zeros(num_groups, dtype=torch.long, device=completion_ids.device)
+    unique_keys = torch.unique(keys, dim=0)
+    return torch.bincount(unique_keys[:, 0], minlength=num_groups)
+
+
+def dual_mode_internal_rewards(
+    surprisal_own: torch.Tensor,
+    surprisal_cross: torch.Tensor,
+    mask: torch.Tensor,
+    is_high_entropy: torch.Tensor,
+    group_size: int,
+    alpha: float,
+    eta_high: float,
+    eta_normal: float,
+    normalization: str = "zscore",
+    low_quantile: float = 0.0,
+    share_rollouts: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Unclamped internal rewards of every generated completion under its own and the other context.
+
+    Rows are the generated completions of whole questions, ``group_size = 2n`` per question, the first ``n``
+    of each from the normal mode (``is_high_entropy`` False). ``surprisal_own`` is taken under the context
+    the completion was generated in, ``surprisal_cross`` under the other one. Returns ``(own, cross)``:
+    the term for the row trained in its own context (Q1/Q2) and for its cross pair (Q3/Q4), ``eta_high * b~``
+    under the high-entropy context and ``-eta_normal * c~`` under the normal one. With sharing, the normal
+    group is Q1 u Q3 and the HE group Q2 u Q4 (2n rows each); without it, each mode's n rows are a group of
+    their own and ``cross`` is None.
+    """
+    high = is_high_entropy.bool().unsqueeze(1)
+
+    def _scaled(value: torch.Tensor) -> torch.Tensor:
+        return torch.where(high, eta_high * value, -eta_normal * value)
+
+    if not share_rollouts:
+        if group_size % 2 != 0:
+            raise ValueError(f"group_size must be even (n completions per mode), got {group_size}.")
+        own = policy_split_internal_reward(
+            surprisal_own, surprisal_cross, mask, group_size // 2, alpha, normalization, low_quantile
+        )
+        return _scaled(own), None
+
+    surprisal_normal = torch.where(high, surprisal_cross, surprisal_own)
+    surprisal_high = torch.where(high, surprisal_own, surprisal_cross)
+    normal_context = policy_split_internal_reward(
+        surprisal_normal, surprisal_high, mask, group_size, alpha, normalization, low_quantile
+    )
+    high_context = policy_split_internal_reward(
+        surprisal_high, surprisal_normal, mask, group_size, alpha, normalization, low_quantile
+    )
+    own = torch.where(high, eta_high * high_context, -eta_normal * normal_context)
+    cross = torch.where(high, -eta_normal * normal_context, eta_high * high_context)
+    return own, cross

@@ -1,0 +1,361 @@
+"""Policy Split (arXiv 2604.11510) as a thin GRPOTrainer subclass.
+
+TRL generates, scores and computes the base advantage over each question's ``2n`` completions; this class
+tags half of each group as high-entropy (their prompt gets the instruction), then post-processes TRL's
+batch: it adds the cross pairs (every completion behind the other mode's prompt, same token ids), scores
+all rows once without gradient, and turns the advantages into per-token advantages with the clamped
+internal reward. TRL's own loss (every ``loss_type``) then trains on the result.
+"""
+
+from __future__ import annotations
+
+import inspect
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from trl import GRPOTrainer
+from trl.models.utils import disable_gradient_checkpointing
+from trl.trainer.utils import pad, use_adapter
+
+from .distributed import GatheredRows, dual_mode_internal_rewards_across_processes, gather_padded, local_rows
+from .functional import clamp_by_advantage, distinct_correct_per_group, uniform_reward_groups
+from .modes import HIGH_ENTROPY, MODES, NORMAL, to_high_entropy
+from .policy_split_config import PolicySplitConfig
+
+# Where the question's own (normal-mode) prompt travels with a row; reward functions never see this key.
+_NORMAL_PROMPT_KEY = "_policy_split_normal_prompt"
+# Tensor keys this trainer adds to TRL's batch: the context a row is trained under, and cross pairs.
+CONTEXT_KEY = "policy_split_context"
+IS_CROSS_KEY = "policy_split_is_cross"
+BASE_ADVANTAGE_KEY = "policy_split_base_advantages"
+_UNSUPPORTED_BATCH_KEYS = ("pixel_values", "image_grid_thw", "num_images", "token_type_ids", "mm_token_type_ids")
+
+
+class PolicySplitTrainer(GRPOTrainer):
+    """Drop-in replacement for `GRPOTrainer` that trains a normal and a high-entropy mode of one model.
+
+    Takes the same arguments as `GRPOTrainer`, with a [`PolicySplitConfig`] as `args`. Reward functions
+    receive the question's normal prompt and a `mode` column (`"normal"` or `"high_entropy"`).
+    """
+
+    _tag_names = ["trl", "grpo", "policy-split"]
+    _name = "PolicySplit"
+
+    def __init__(self, model: Any, reward_funcs: Any = None, args: PolicySplitConfig | None = None, *a, **kw):
+        bound = inspect.signature(GRPOTrainer.__init__).bind(self, model, reward_funcs, args, *a, **kw)
+        for unsupported in ("rollout_func", "environment_factory"):
+            if bound.arguments.get(unsupported) is not None:
+                raise ValueError(
+                    f"PolicySplitTrainer does not support `{unsupported}` yet: the cross pairs are rebuilt from the "
+                    "dataset prompt, which a custom rollout or environment may change. Remove it."
+                )
+        if args is None:
+            name = model if isinstance(model, str) else model.config._name_or_path
+            args = PolicySplitConfig(output_dir=f"{str(name).rstrip('/').split('/')[-1]}-PolicySplit")
+        if not isinstance(args, PolicySplitConfig):
+            raise ValueError(
+                f"PolicySplitTrainer needs `args` to be a PolicySplitConfig, got {type(args).__name__}; build it "
+                "with PolicySplitConfig(...) and the same arguments."
+            )
+        super().__init__(model, reward_funcs, args, *a, **kw)
+        self._per_mode_generations = args.num_generations // 2
+        self._rewards_per_func: torch.Tensor | None = None
+        self._loss_entropies: torch.Tensor | None = None
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Generation and scoring
+
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        mode = "train" if self.model.training else "eval"
+        group_size = self.num_generations if mode == "train" else self.num_generations_eval
+        first_row = self.accelerator.process_index * len(inputs)
+        is_high = [(first_row + i) % group_size >= group_size // 2 for i in range(len(inputs))]
+        tagged = [self._tag_row(row, high) for row, high in zip(inputs, is_high, strict=True)]
+
+        self._per_mode_generations = group_size // 2
+        advantage_group = group_size if self.args.share_rollouts else group_size // 2
+        with self._advantage_group_size(mode, advantage_group):
+            output = super()._generate_and_score_completions(tagged)
+        is_high_tensor = torch.tensor(is_high, dtype=torch.bool, device=self.accelerator.device)
+        return self._split_modes(output, tagged, is_high_tensor, group_size, mode)
+
+    def _tag_row(self, row: dict[str, Any], high_entropy: bool) -> dict[str, Any]:
+        if "mode" in row:
+            raise ValueError(
+                "The dataset has a 'mode' column, which PolicySplitTrainer passes to reward functions; rename it."
+            )
+        prompt = row["prompt"]
+        tagged = {**row, "mode": HIGH_ENTROPY if high_entropy else NORMAL, _NORMAL_PROMPT_KEY: prompt}
+        if high_entropy:
+            tagged["prompt"] = to_high_entropy(prompt, self.args.high_entropy_prompt)
+        return tagged
+
+    @contextmanager
+    def _advantage_group_size(self, mode: str, size: int):
+        """TRL groups rewards by `num_generations`; the per-mode ablation groups each mode's n rows instead."""
+        attribute = "num_generations" if mode == "train" else "num_generations_eval"
+        original = getattr(self, attribute)
+        setattr(self, attribute, size)
+        try:
+            yield
+        finally:
+            setattr(self, attribute, original)
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        # A group holds n prompts of each mode, so vLLM server mode (which keeps every `num_generations`-th prompt
+        # and samples that many completions from it) must deduplicate per mode. Tool turns ask for 1: keep it.
+        if num_generations > 1:
+            num_generations = self._per_mode_generations
+        return super()._generate_single_turn(prompt_ids, images, multimodal_fields, num_generations, has_tool_images)
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        # Rewards depend on the question and the completion, not on the context: score with the normal prompt.
+        normal_prompts = [row[_NORMAL_PROMPT_KEY] for row in inputs]
+        reward_inputs = [{k: v for k, v in row.items() if k != _NORMAL_PROMPT_KEY} for row in inputs]
+        self._rewards_per_func = super()._calculate_rewards(
+            reward_inputs, normal_prompts, completions, completion_ids_list
+        )
+        return self._rewards_per_func
+
+    def _total_rewards(self) -> torch.Tensor:
+        """Weighted reward of every generated completion of all processes; NaN where nothing scored it."""
+        per_func = self._rewards_per_func
+        total = (per_func * self.reward_weights.to(per_func.device).unsqueeze(0)).nansum(dim=1)
+        return total.masked_fill(torch.isnan(per_func).all(dim=1), float("nan"))
+
+    def _score(self, input_ids, attention_mask, logits_to_keep, batch_size, model=None):
+        """Log-probs and entropies of completion tokens, without gradient."""
+        logps, entropies, _ = self._get_per_token_logps_and_entropies(
+            model if model is not None else self.model,
+            input_ids,
+            attention_mask,
+            logits_to_keep,
+            batch_size=batch_size,
+            compute_entropy=self.args.entropy_estimator == "entropy",
+        )
+        return logps, entropies
+
+    def _reference_logps(self, input_ids, attention_mask, logits_to_keep, batch_size) -> torch.Tensor:
+        """Reference log-probs the way TRL takes them: the ref model, or the PEFT model with adapters off."""
+        if self.ref_model is not None:
+            return self._score(input_ids, attention_mask, logits_to_keep, batch_size, model=self.ref_model)[0]
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        with use_adapter(unwrapped, adapter_name="ref" if "ref" in unwrapped.peft_config else None):
+            return self._score(input_ids, attention_mask, logits_to_keep, batch_size)[0]
+
+    def _cross_prompts(self, tagged: list[dict[str, Any]], is_high: torch.Tensor):
+        """Token ids of each row's other-mode prompt, tokenized exactly as TRL tokenizes prompts."""
+        prompts = [
+            row[_NORMAL_PROMPT_KEY] if high else to_high_entropy(row[_NORMAL_PROMPT_KEY], self.args.high_entropy_prompt)
+            for row, high in zip(tagged, is_high.tolist(), strict=True)
+        ]
+        prompt_ids, _, _ = self._tokenize_prompts(prompts)
+        ids = [torch.tensor(p) for p in prompt_ids]
+        device = self.accelerator.device
+        padded = pad(ids, self._tokenizer.pad_token_id, "left", self.pad_to_multiple_of).to(device)
+        mask = pad([torch.ones_like(p) for p in ids], 0, "left", self.pad_to_multiple_of).to(device)
+        return padded, mask
+
+    def _split_modes(
+        self, output: dict[str, Any], tagged: list[dict[str, Any]], is_high: torch.Tensor, group_size: int, mode: str
+    ) -> dict[str, Any]:
+        """Add cross pairs, score every row once and replace the advantages by per-token dual-mode ones."""
+        unsupported = [key for key in _UNSUPPORTED_BATCH_KEYS if key in output]
+        if unsupported:
+            raise NotImplementedError(
+                f"PolicySplitTrainer does not support multimodal batches yet (found {unsupported})."
+            )
+        args = self.args
+        completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]
+        rows, logits_to_keep = completion_ids.shape
+        loss_mask = completion_mask if "tool_mask" not in output else completion_mask * output["tool_mask"]
+        batch_size = args.per_device_train_batch_size if mode == "train" else args.per_device_eval_batch_size
+
+        cross_prompt_ids, cross_prompt_mask = self._cross_prompts(tagged, is_high)
+        width = max(output["prompt_ids"].size(1), cross_prompt_ids.size(1))
+        prompt_ids = torch.cat(
+            [_left_pad(output["prompt_ids"], width, self._tokenizer.pad_token_id), _left_pad(cross_prompt_ids, width, self._tokenizer.pad_token_id)]
+        )
+        prompt_mask = torch.cat([_left_pad(output["prompt_mask"], width, 0), _left_pad(cross_prompt_mask, width, 0)])
+        both_completions = torch.cat([completion_ids, completion_ids])
+        both_completion_masks = torch.cat([completion_mask, completion_mask])
+        input_ids = torch.cat([prompt_ids, both_completions], dim=1)
+        attention_mask = torch.cat([prompt_mask, both_completion_masks], dim=1)
+
+        own_old_logps = output.get("old_per_token_logps")
+        with torch.no_grad(), disable_gradient_checkpointing(self.model, args.gradient_checkpointing_kwargs):
+            if own_old_logps is None or args.entropy_estimator == "entropy":
+                logps, entropies = self._score(input_ids, attention_mask, logits_to_keep, batch_size)
+                own_logps, cross_logps = logps[:rows], logps[rows:]
+            else:  # TRL already scored the generated rows: only the cross pairs are new
+                cross_logps, entropies = self._score(input_ids[rows:], attention_mask[rows:], logits_to_keep, batch_size)
+                own_logps = own_old_logps
+            cross_ref_logps = None
+            if self.beta != 0.0 and args.share_rollouts:
+                cross_ref_logps = self._reference_logps(
+                    input_ids[rows:], attention_mask[rows:], logits_to_keep, batch_size
+                )
+
+        if args.entropy_estimator == "entropy":
+            estimate_own, estimate_cross = entropies[:rows], entropies[rows:]
+        else:
+            estimate_own, estimate_cross = -own_logps, -cross_logps
+        own_reward, cross_reward, gathered = dual_mode_internal_rewards_across_processes(
+            estimate_own,
+            estimate_cross,
+            loss_mask,
+            is_high,
+            group_size,
+            alpha=args.alpha,
+            eta_high=args.eta_high,
+            eta_normal=args.eta_normal,
+            normalization=args.bonus_normalization,
+            low_quantile=args.bonus_low_quantile,
+            share_rollouts=args.share_rollouts,
+        )
+
+        # Unscored completions carry no signal (TRL's NaN semantics); optionally keep the term in uniform groups only.
+        rewards = self._total_rewards()
+        keep = ~torch.isnan(rewards)
+        if args.bonus_uniform_reward_groups_only:
+            keep &= uniform_reward_groups(rewards, group_size if args.share_rollouts else group_size // 2)
+        keep = local_rows(keep, rows).unsqueeze(1)
+        base = output["advantages"]
+        own_reward = own_reward * keep
+        own_clamped = clamp_by_advantage(own_reward, base, args.kappa)
+        advantages = base.unsqueeze(1) + own_clamped
+        clamp_stats = [_clamp_counts(own_reward, own_clamped, loss_mask, is_high)]
+
+        output[BASE_ADVANTAGE_KEY] = base
+        output[CONTEXT_KEY] = is_high.long()
+        output[IS_CROSS_KEY] = torch.zeros_like(is_high)
+        if not args.share_rollouts:
+            output["advantages"] = advantages
+        else:
+            cross_reward = cross_reward * keep
+            cross_clamped = clamp_by_advantage(cross_reward, base, args.kappa)
+            clamp_stats.append(_clamp_counts(cross_reward, cross_clamped, loss_mask, ~is_high))
+            output = self._with_cross_pairs(output, prompt_ids, prompt_mask, cross_logps, cross_ref_logps)
+            output["advantages"] = torch.cat([advantages, base.unsqueeze(1) + cross_clamped])
+
+        surprisal = gathered if args.entropy_estimator == "surprisal" else None
+        self._log_mode_metrics(
+            mode, rewards, completion_ids, loss_mask, is_high, own_logps, cross_logps, surprisal, group_size,
+            torch.stack(clamp_stats).sum(dim=0),
+        )
+        return output
+
+    def _with_cross_pairs(self, output, prompt_ids, prompt_mask, cross_logps, cross_ref_logps) -> dict[str, Any]:
+        """Double TRL's batch: rows ``[generated..., cross pairs...]``, cross pair i reusing completion i's ids."""
+        doubled = {key: value for key, value in output.items()}
+        doubled["prompt_ids"], doubled["prompt_mask"] = prompt_ids, prompt_mask
+        for key in ("completion_ids", "completion_mask", "tool_mask", BASE_ADVANTAGE_KEY):
+            if key in output:
+                doubled[key] = torch.cat([output[key], output[key]])
+        doubled[CONTEXT_KEY] = torch.cat([output[CONTEXT_KEY], 1 - output[CONTEXT_KEY]])
+        doubled[IS_CROSS_KEY] = torch.cat([output[IS_CROSS_KEY], torch.ones_like(output[IS_CROSS_KEY])])
+        # The same tokens are trained twice, so token-normalized losses count them twice.
+        doubled["num_items_in_batch"] = output["num_items_in_batch"] * 2
+        # Cross pairs were not sampled under their context: their old log-probs come from the scoring forward, and
+        # sampler-based corrections (vLLM importance sampling) are neutral for them.
+        if "old_per_token_logps" in output:
+            doubled["old_per_token_logps"] = torch.cat([output["old_per_token_logps"], cross_logps])
+        if "sampling_per_token_logps" in output:
+            doubled["sampling_per_token_logps"] = torch.cat([output["sampling_per_token_logps"], cross_logps])
+        if "importance_sampling_ratio" in output:
+            ratio = output["importance_sampling_ratio"]
+            doubled["importance_sampling_ratio"] = torch.cat([ratio, torch.ones_like(ratio)])
+        if "ref_per_token_logps" in output:
+            doubled["ref_per_token_logps"] = torch.cat([output["ref_per_token_logps"], cross_ref_logps])
+        return doubled
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Metrics
+
+    def _log_mode_metrics(
+        self,
+        mode: str,
+        rewards: torch.Tensor,
+        completion_ids: torch.Tensor,
+        loss_mask: torch.Tensor,
+        is_high: torch.Tensor,
+        own_logps: torch.Tensor,
+        cross_logps: torch.Tensor,
+        gathered_surprisal: GatheredRows | None,
+        group_size: int,
+        clamp_counts: torch.Tensor,
+    ) -> None:
+        """Per-mode metrics of ALGORITHMS.md §1.5, computed from every process's rows (sums over counts)."""
+        if gathered_surprisal is not None:
+            surprisal_own, surprisal_cross, mask, is_high = gathered_surprisal
+        else:  # the internal reward used entropies: gather the surprisals for the KL estimates
+            surprisal_own, surprisal_cross = gather_padded(-own_logps.float()), gather_padded(-cross_logps.float())
+            mask, is_high = gather_padded(loss_mask.long()), gather_padded(is_high)
+        mask = mask.float()
+        ids = gather_padded(completion_ids.masked_fill(loss_mask == 0, -1), pad_value=-1)
+        correct = rewards > self.args.correct_reward_threshold  # NaN compares False
+        lengths = mask.sum(dim=1)
+        cross_minus_own = (surprisal_cross - surprisal_own) * mask
+        clamp_counts = self.accelerator.reduce(clamp_counts, reduction="sum")
+        metrics = self._metrics[mode]
+        for index, name in enumerate(MODES):
+            rows = is_high if name == HIGH_ENTROPY else ~is_high
+            tokens = lengths[rows].sum().clamp(min=1.0)
+            prefix = f"policy_split/{name}"
+            metrics[f"{prefix}/completions"].append(rows.sum().item())
+            metrics[f"{prefix}/train_sequences"].append(rows.sum().item() * (2 if self.args.share_rollouts else 1))
+            metrics[f"{prefix}/reward"].append(torch.nanmean(rewards[rows]).item())
+            metrics[f"{prefix}/completion_length"].append(lengths[rows].mean().item())
+            metrics[f"{prefix}/surprisal"].append(((surprisal_own * mask)[rows].sum() / tokens).item())
+            distinct = distinct_correct_per_group(ids, mask, correct & rows, group_size)
+            metrics[f"{prefix}/distinct_correct"].append(distinct.float().mean().item())
+            kl_name = "kl_normal_to_high_entropy" if name == NORMAL else "kl_high_entropy_to_normal"
+            metrics[f"policy_split/{kl_name}"].append((cross_minus_own[rows].sum() / tokens).item())
+            metrics[f"{prefix}/clamp_frac"].append((clamp_counts[index, 0] / clamp_counts[index, 1].clamp(min=1)).item())
+        total = clamp_counts.sum(dim=0)
+        metrics["policy_split/clamp_frac"].append((total[0] / total[1].clamp(min=1)).item())
+
+    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+        logps, entropies, aux_loss = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        self._loss_entropies = entropies
+        return logps, entropies, aux_loss
+
+    def _compute_loss(self, model, inputs):
+        loss = super()._compute_loss(model, inputs)
+        # TRL logs the entropy of all rows; split it by mode over each mode's own rollouts (sums and counts).
+        entropies = self._loss_entropies
+        if entropies is not None and CONTEXT_KEY in inputs:
+            mask = inputs["completion_mask"] if "tool_mask" not in inputs else inputs["completion_mask"] * inputs["tool_mask"]
+            own = (~inputs[IS_CROSS_KEY].bool()).unsqueeze(1) & mask.bool()
+            high = inputs[CONTEXT_KEY].bool().unsqueeze(1)
+            entropies = entropies.detach().float()
+            stats = torch.stack(
+                [(entropies * (own & ~high)).sum(), (own & ~high).sum(), (entropies * (own & high)).sum(), (own & high).sum()]
+            ).float()
+            stats = self.accelerator.reduce(stats, reduction="sum")
+            mode = "train" if self.model.training else "eval"
+            for index, name in enumerate(MODES):
+                value = stats[2 * index] / stats[2 * index + 1].clamp(min=1.0)
+                self._metrics[mode][f"policy_split/{name}/entropy"].append(value.item())
+        self._loss_entropies = None
+        return loss
+
+
+def _left_pad(tensor: torch.Tensor, width: int, value: int) -> torch.Tensor:
+    return F.pad(tensor, (width - tensor.size(1), 0), value=value)
+
+
+def _clamp_counts(raw: torch.Tensor, clamped: torch.Tensor, mask: torch.Tensor, high_context: torch.Tensor):
+    """``[[active, tokens] normal context, [active, tokens] HE context]`` for one set of rows."""
+    valid = mask.bool()
+    active = (raw != clamped) & valid
+    high = high_context.bool().unsqueeze(1)
+    return torch.stack(
+        [
+            torch.stack([(active & ~high).sum(), (valid & ~high).sum()]),
+            torch.stack([(active & high).sum(), (valid & high).sum()]),
+        ]
+    ).float()
+
