@@ -81,7 +81,11 @@ class PolicySplitConfig(GRPOConfig):
     )
 
     def __post_init__(self) -> None:
+        # Our checks run first so that an odd `num_generations` gets the Policy Split message, not a batch one.
+        self._validate_policy_split()
         super().__post_init__()
+
+    def _validate_policy_split(self) -> None:
         if self.num_generations % 2 != 0:
             raise ValueError(
                 f"num_generations must be even for Policy Split (half per mode), got {self.num_generations}; "

