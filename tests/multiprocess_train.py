@@ -21,7 +21,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
 from tiny import conversational_dataset, digit_reward  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
@@ -73,14 +72,6 @@ def main(argv: list[str] | None = None) -> None:
     global_batch = args.questions * args.num_generations
     if global_batch % num_processes != 0:
         raise ValueError(f"The global batch {global_batch} must be divisible by {num_processes} processes.")
-    # accelerate's DeepSpeed launcher ignores `use_cpu`, and TrainingArguments(use_cpu=True) silently turns DeepSpeed
-    # into plain multi-CPU DDP. DeepSpeed on CPU needs use_cpu=False (DeepSpeed picks its CPU accelerator itself) and
-    # an explicit gloo backend, without which accelerate sees no backend and reports a single process.
-    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
-    on_cpu = not torch.cuda.is_available()
-    device_kwargs = {"use_cpu": on_cpu and not deepspeed}
-    if deepspeed and on_cpu:
-        device_kwargs["ddp_backend"] = "gloo"
     output = Path(args.output)
     config = PolicySplitConfig(
         output_dir=args.work_dir or str(output.parent / f"{output.stem}-trainer"),
@@ -93,6 +84,9 @@ def main(argv: list[str] | None = None) -> None:
         beta=args.beta,
         share_rollouts=args.share_rollouts,
         entropy_estimator=args.entropy_estimator,
+        # Needed under DeepSpeed on CPU too: accelerate's DeepSpeed launcher ignores the YAML's `use_cpu`, and without
+        # it (or ddp_backend="gloo") accelerate finds no backend on a machine without GPUs and sees one process.
+        use_cpu=True,
         bf16=False,
         logging_steps=1,
         report_to="none",
@@ -100,7 +94,6 @@ def main(argv: list[str] | None = None) -> None:
         seed=0,
         disable_tqdm=True,
         dataloader_num_workers=0,
-        **device_kwargs,
     )
     model = AutoModelForCausalLM.from_pretrained(args.model_dir)
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir)

@@ -5,7 +5,13 @@ from trl_policysplit import PolicySplitConfig, PolicySplitTrainer
 
 
 def _config(**overrides) -> PolicySplitConfig:
-    defaults = {"output_dir": "unused", "per_device_train_batch_size": 4, "num_generations": 4, "report_to": "none", "use_cpu": True}
+    defaults = {
+        "output_dir": "unused",
+        "per_device_train_batch_size": 4,
+        "num_generations": 4,
+        "report_to": "none",
+        "use_cpu": True,
+    }
     return PolicySplitConfig(**{**defaults, **overrides})
 
 
@@ -48,13 +54,20 @@ def test_uniform_groups_only_is_accepted_without_clamp():
 
 
 def test_trainer_rejects_a_plain_grpo_config(tiny_model_dir):
-    args = GRPOConfig(output_dir="unused", per_device_train_batch_size=4, num_generations=4, report_to="none", use_cpu=True)
+    args = GRPOConfig(
+        output_dir="unused", per_device_train_batch_size=4, num_generations=4, report_to="none", use_cpu=True
+    )
     with pytest.raises(ValueError, match="PolicySplitConfig"):
-        PolicySplitTrainer(model=tiny_model_dir, reward_funcs=lambda completions, **kw: [0.0] * len(completions),
-                           args=args)
+        PolicySplitTrainer(
+            model=tiny_model_dir, reward_funcs=lambda completions, **kw: [0.0] * len(completions), args=args
+        )
 
 
 def test_trainer_rejects_rollout_func(tiny_model_dir):
     with pytest.raises(ValueError, match="rollout_func"):
-        PolicySplitTrainer(model=tiny_model_dir, reward_funcs=lambda completions, **kw: [0.0] * len(completions),
-                           args=_config(), rollout_func=lambda prompts, trainer: {})
+        PolicySplitTrainer(
+            model=tiny_model_dir,
+            reward_funcs=lambda completions, **kw: [0.0] * len(completions),
+            args=_config(),
+            rollout_func=lambda prompts, trainer: {},
+        )

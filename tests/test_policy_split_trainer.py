@@ -63,8 +63,9 @@ def strip_left(ids: torch.Tensor, mask: torch.Tensor) -> list[int]:
 
 
 def template_ids(trainer: PolicySplitTrainer, prompt) -> list[int]:
-    return trainer.processing_class.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
-                                                        return_dict=True)["input_ids"]
+    return trainer.processing_class.apply_chat_template(
+        prompt, add_generation_prompt=True, tokenize=True, return_dict=True
+    )["input_ids"]
 
 
 def surprisals(trainer: PolicySplitTrainer, batch: dict) -> torch.Tensor:
@@ -124,8 +125,9 @@ def test_cross_pairs_carry_exactly_the_generated_completion_ids(tiny_model_dir, 
 
 
 def test_advantages_are_grpo_plus_the_clamped_internal_reward_of_each_context(tiny_model_dir, tmp_path):
-    trainer = make_trainer(tiny_model_dir, tmp_path, reward_funcs=length_reward, eta_high=0.5, eta_normal=0.0,
-                           kappa=2.0, alpha=0.5)
+    trainer = make_trainer(
+        tiny_model_dir, tmp_path, reward_funcs=length_reward, eta_high=0.5, eta_normal=0.0, kappa=2.0, alpha=0.5
+    )
     _, batch = first_batch(trainer)
     base = batch[BASE_ADVANTAGE_KEY]
     mask = batch["completion_mask"].bool()
@@ -209,7 +211,8 @@ def test_without_sharing_each_mode_is_its_own_group(tiny_model_dir, tmp_path):
 def test_nan_rewards_do_not_poison_other_groups(tiny_model_dir, tmp_path):
     def partial_reward(prompts, completions, **kwargs):
         # The batch's first question is never scored; the other one is.
-        return [None if p == prompts[0] else float(len(c[0]["content"]) % 3) for p, c in zip(prompts, completions)]
+        pairs = zip(prompts, completions, strict=True)
+        return [None if p == prompts[0] else float(len(c[0]["content"]) % 3) for p, c in pairs]
 
     trainer = make_trainer(tiny_model_dir, tmp_path, reward_funcs=partial_reward, kappa=0.0)
     rows, batch = first_batch(trainer)
@@ -270,13 +273,19 @@ def test_beta_adds_reference_logps_for_cross_pairs(tiny_model_dir, tmp_path):
     _, batch = first_batch(trainer)
     # Before any update the reference equals the policy, under each row's own context.
     mask = batch["completion_mask"].bool()
-    torch.testing.assert_close(batch["ref_per_token_logps"][mask], -surprisals(trainer, batch)[mask],
-                               atol=3e-3, rtol=1e-3)
+    torch.testing.assert_close(
+        batch["ref_per_token_logps"][mask], -surprisals(trainer, batch)[mask], atol=3e-3, rtol=1e-3
+    )
 
 
 def test_plain_text_prompts_and_weighted_rewards(tiny_model_dir, tmp_path):
-    trainer = make_trainer(tiny_model_dir, tmp_path, reward_funcs=[digit_reward, length_reward],
-                           dataset=text_dataset(), reward_weights=[1.0, 0.5])
+    trainer = make_trainer(
+        tiny_model_dir,
+        tmp_path,
+        reward_funcs=[digit_reward, length_reward],
+        dataset=text_dataset(),
+        reward_weights=[1.0, 0.5],
+    )
     rows, batch = first_batch(trainer)
     instruction = trainer.args.high_entropy_prompt
     high_prompt_ids = trainer.processing_class(text=to_high_entropy(rows[2]["prompt"], instruction))["input_ids"]
@@ -313,8 +322,16 @@ def test_resume_from_checkpoint_continues_training(tiny_model_dir, tmp_path):
 
 
 def test_evaluation_logs_per_mode_metrics(tiny_model_dir, tmp_path):
-    trainer = make_trainer(tiny_model_dir, tmp_path, eval_dataset=conversational_dataset(8), eval_strategy="steps",
-                           eval_steps=1, per_device_eval_batch_size=8, num_generations_eval=4, max_steps=1)
+    trainer = make_trainer(
+        tiny_model_dir,
+        tmp_path,
+        eval_dataset=conversational_dataset(8),
+        eval_strategy="steps",
+        eval_steps=1,
+        per_device_eval_batch_size=8,
+        num_generations_eval=4,
+        max_steps=1,
+    )
     trainer.train()
     evaluation = [entry for entry in trainer.state.log_history if "eval_loss" in entry][0]
     assert evaluation["eval_policy_split/normal/completions"] == 4  # 8 eval rows, half per mode, per batch

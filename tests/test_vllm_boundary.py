@@ -374,7 +374,12 @@ def test_server_mode_per_mode_request_in_ablation_and_eval(
     group = 6 if evaluate else 4
     dataset = conversational_dataset(8)
     trainer = make_trainer(
-        tiny_model_dir, tmp_path, 4, dataset, share_rollouts=share_rollouts, num_generations_eval=6 if evaluate else None
+        tiny_model_dir,
+        tmp_path,
+        4,
+        dataset,
+        share_rollouts=share_rollouts,
+        num_generations_eval=6 if evaluate else None,
     )
     client = attach_vllm(trainer, "server", monkeypatch)
     trainer.model.train(not evaluate)

@@ -71,7 +71,9 @@ def conversational_dataset(size: int = 16) -> Dataset:
 
 
 def text_dataset(size: int = 16) -> Dataset:
-    return Dataset.from_list([{"prompt": f"Compute {i % 7} plus {i % 5}.", "answer": str(i % 7 + i % 5)} for i in range(size)])
+    return Dataset.from_list(
+        [{"prompt": f"Compute {i % 7} plus {i % 5}.", "answer": str(i % 7 + i % 5)} for i in range(size)]
+    )
 
 
 def _text(completion) -> str:

@@ -22,7 +22,9 @@ class PolicySplitConfig(GRPOConfig):
 
     high_entropy_prompt: str = field(
         default=DEFAULT_HIGH_ENTROPY_PROMPT,
-        metadata={"help": "Instruction that turns a prompt into its high-entropy version (added as a system message)."},
+        metadata={
+            "help": "Instruction that turns a prompt into its high-entropy version (added as a system message)."
+        },
     )
     share_rollouts: bool = field(
         default=True,
@@ -59,7 +61,9 @@ class PolicySplitConfig(GRPOConfig):
     )
     bonus_low_quantile: float = field(
         default=0.0,
-        metadata={"help": "Zero the internal reward of tokens below this quantile of their group's raw values. [0, 1)."},
+        metadata={
+            "help": "Zero the internal reward of tokens below this quantile of their group's raw values. [0, 1)."
+        },
     )
     bonus_uniform_reward_groups_only: bool = field(
         default=False,
@@ -105,13 +109,9 @@ class PolicySplitConfig(GRPOConfig):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
         if self.bonus_normalization not in NORMALIZATIONS:
-            raise ValueError(
-                f"bonus_normalization must be one of {NORMALIZATIONS}, got {self.bonus_normalization!r}."
-            )
+            raise ValueError(f"bonus_normalization must be one of {NORMALIZATIONS}, got {self.bonus_normalization!r}.")
         if self.entropy_estimator not in ENTROPY_ESTIMATORS:
-            raise ValueError(
-                f"entropy_estimator must be one of {ENTROPY_ESTIMATORS}, got {self.entropy_estimator!r}."
-            )
+            raise ValueError(f"entropy_estimator must be one of {ENTROPY_ESTIMATORS}, got {self.entropy_estimator!r}.")
         if not 0.0 <= self.bonus_low_quantile < 1.0:
             raise ValueError(f"bonus_low_quantile must be in [0, 1), got {self.bonus_low_quantile}.")
         if self.bonus_uniform_reward_groups_only and self.kappa > 0:

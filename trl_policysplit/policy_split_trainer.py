@@ -148,7 +148,9 @@ class PolicySplitTrainer(GRPOTrainer):
     def _cross_prompts(self, tagged: list[dict[str, Any]], is_high: torch.Tensor):
         """Token ids of each row's other-mode prompt, tokenized exactly as TRL tokenizes prompts."""
         prompts = [
-            row[_NORMAL_PROMPT_KEY] if high else to_high_entropy(row[_NORMAL_PROMPT_KEY], self.args.high_entropy_prompt)
+            row[_NORMAL_PROMPT_KEY]
+            if high
+            else to_high_entropy(row[_NORMAL_PROMPT_KEY], self.args.high_entropy_prompt)
             for row, high in zip(tagged, is_high.tolist(), strict=True)
         ]
         prompt_ids, _, _ = self._tokenize_prompts(prompts)
@@ -170,13 +172,16 @@ class PolicySplitTrainer(GRPOTrainer):
         args = self.args
         completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]
         rows, logits_to_keep = completion_ids.shape
-        loss_mask = completion_mask if "tool_mask" not in output else completion_mask * output["tool_mask"]
+        loss_mask = _loss_mask(output)
         batch_size = args.per_device_train_batch_size if mode == "train" else args.per_device_eval_batch_size
 
         cross_prompt_ids, cross_prompt_mask = self._cross_prompts(tagged, is_high)
         width = max(output["prompt_ids"].size(1), cross_prompt_ids.size(1))
         prompt_ids = torch.cat(
-            [_left_pad(output["prompt_ids"], width, self._tokenizer.pad_token_id), _left_pad(cross_prompt_ids, width, self._tokenizer.pad_token_id)]
+            [
+                _left_pad(output["prompt_ids"], width, self._tokenizer.pad_token_id),
+                _left_pad(cross_prompt_ids, width, self._tokenizer.pad_token_id),
+            ]
         )
         prompt_mask = torch.cat([_left_pad(output["prompt_mask"], width, 0), _left_pad(cross_prompt_mask, width, 0)])
         both_completions = torch.cat([completion_ids, completion_ids])
@@ -190,7 +195,9 @@ class PolicySplitTrainer(GRPOTrainer):
                 logps, entropies = self._score(input_ids, attention_mask, logits_to_keep, batch_size)
                 own_logps, cross_logps = logps[:rows], logps[rows:]
             else:  # TRL already scored the generated rows: only the cross pairs are new
-                cross_logps, entropies = self._score(input_ids[rows:], attention_mask[rows:], logits_to_keep, batch_size)
+                cross_logps, entropies = self._score(
+                    input_ids[rows:], attention_mask[rows:], logits_to_keep, batch_size
+                )
                 own_logps = own_old_logps
             cross_ref_logps = None
             if self.beta != 0.0 and args.share_rollouts:
@@ -242,7 +249,15 @@ class PolicySplitTrainer(GRPOTrainer):
 
         surprisal = gathered if args.entropy_estimator == "surprisal" else None
         self._log_mode_metrics(
-            mode, rewards, completion_ids, loss_mask, is_high, own_logps, cross_logps, surprisal, group_size,
+            mode,
+            rewards,
+            completion_ids,
+            loss_mask,
+            is_high,
+            own_logps,
+            cross_logps,
+            surprisal,
+            group_size,
             torch.stack(clamp_stats).sum(dim=0),
         )
         return output
@@ -313,7 +328,9 @@ class PolicySplitTrainer(GRPOTrainer):
             metrics[f"{prefix}/distinct_correct"].append(distinct.float().mean().item())
             kl_name = "kl_normal_to_high_entropy" if name == NORMAL else "kl_high_entropy_to_normal"
             metrics[f"policy_split/{kl_name}"].append((cross_minus_own[rows].sum() / tokens).item())
-            metrics[f"{prefix}/clamp_frac"].append((clamp_counts[index, 0] / clamp_counts[index, 1].clamp(min=1)).item())
+            metrics[f"{prefix}/clamp_frac"].append(
+                (clamp_counts[index, 0] / clamp_counts[index, 1].clamp(min=1)).item()
+            )
         total = clamp_counts.sum(dim=0)
         metrics["policy_split/clamp_frac"].append((total[0] / total[1].clamp(min=1)).item())
 
@@ -327,20 +344,24 @@ class PolicySplitTrainer(GRPOTrainer):
         # TRL logs the entropy of all rows; split it by mode over each mode's own rollouts (sums and counts).
         entropies = self._loss_entropies
         if entropies is not None and CONTEXT_KEY in inputs:
-            mask = inputs["completion_mask"] if "tool_mask" not in inputs else inputs["completion_mask"] * inputs["tool_mask"]
-            own = (~inputs[IS_CROSS_KEY].bool()).unsqueeze(1) & mask.bool()
+            own = (~inputs[IS_CROSS_KEY].bool()).unsqueeze(1) & _loss_mask(inputs).bool()
             high = inputs[CONTEXT_KEY].bool().unsqueeze(1)
             entropies = entropies.detach().float()
             stats = torch.stack(
-                [(entropies * (own & ~high)).sum(), (own & ~high).sum(), (entropies * (own & high)).sum(), (own & high).sum()]
+                [torch.stack([(entropies * rows).sum(), rows.sum()]) for rows in (own & ~high, own & high)]
             ).float()
             stats = self.accelerator.reduce(stats, reduction="sum")
             mode = "train" if self.model.training else "eval"
-            for index, name in enumerate(MODES):
-                value = stats[2 * index] / stats[2 * index + 1].clamp(min=1.0)
-                self._metrics[mode][f"policy_split/{name}/entropy"].append(value.item())
+            for (total, count), name in zip(stats, MODES, strict=True):
+                self._metrics[mode][f"policy_split/{name}/entropy"].append((total / count.clamp(min=1.0)).item())
         self._loss_entropies = None
         return loss
+
+
+def _loss_mask(batch: dict[str, Any]) -> torch.Tensor:
+    """Tokens the loss trains on: completion tokens, minus tool outputs (TRL's convention)."""
+    mask = batch["completion_mask"]
+    return mask if "tool_mask" not in batch else mask * batch["tool_mask"]
 
 
 def _left_pad(tensor: torch.Tensor, width: int, value: int) -> torch.Tensor:
@@ -358,4 +379,3 @@ def _clamp_counts(raw: torch.Tensor, clamped: torch.Tensor, mask: torch.Tensor, 
             torch.stack([(active & high).sum(), (valid & high).sum()]),
         ]
     ).float()
-
