@@ -1,19 +1,34 @@
 #!/usr/bin/env bash
 # Create (or reuse) .venv in the repository root and install the package with its test and demo extras.
-# Idempotent: a second run only checks that everything is installed. Sourced by the other scripts.
+# Idempotent: a second run only checks that everything is installed. Called by the other scripts.
+#
+# Environment knobs:
+#   PYTHON            interpreter used to create .venv (default: python3)
+#   TORCH_SPEC        torch requirement (default: torch==2.13.0, the CPU build that lies on our machines' disk)
+#   TORCH_INDEX_URL   extra index for torch, e.g. https://download.pytorch.org/whl/cpu with TORCH_SPEC=torch==2.13.0+cpu
+#                     on a machine where plain PyPI would give a multi-GB CUDA build
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
-if [ ! -x "$ROOT/.venv/bin/python" ]; then
+TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
+PY="$ROOT/.venv/bin/python"
+if [ ! -x "$PY" ]; then
     echo "[setup] creating virtual environment in $ROOT/.venv"
     "$PYTHON" -m venv "$ROOT/.venv"
 fi
-PIP=("$ROOT/.venv/bin/python" -m pip --disable-pip-version-check -q)
-# torch first, pinned: the CPU build of 2.13.0 is what the project is tested with, and installing it before the
-# package keeps pip from resolving `torch` to a multi-GB CUDA build.
-if ! "$ROOT/.venv/bin/python" -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 1)" 2>/dev/null; then
-    echo "[setup] installing torch==2.13.0"
-    "${PIP[@]}" install torch==2.13.0
+PIP=("$PY" -m pip --disable-pip-version-check -q)
+# torch first, pinned: installing it before the package keeps pip from resolving `torch` to another build.
+if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 1)" 2>/dev/null; then
+    echo "[setup] installing $TORCH_SPEC"
+    torch_args=("$TORCH_SPEC")
+    if [ -n "${TORCH_INDEX_URL:-}" ]; then
+        torch_args+=(--extra-index-url "$TORCH_INDEX_URL")
+    fi
+    "${PIP[@]}" install "${torch_args[@]}"
 fi
+# A dependency must never swap the installed torch for another build.
+CONSTRAINTS="$(mktemp)"
+trap 'rm -f "$CONSTRAINTS"' EXIT
+"$PY" -c 'import torch; print(f"torch=={torch.__version__}")' >"$CONSTRAINTS"
 echo "[setup] installing trl-policysplit and its dependencies"
-"${PIP[@]}" install -e "$ROOT[dev,demo]"
+"${PIP[@]}" install -c "$CONSTRAINTS" -e "$ROOT[dev,demo]"

@@ -9,7 +9,12 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
 
+import torch  # noqa: E402
 from tiny import build_tiny_model  # noqa: E402
+
+# The tiny model gains nothing from intra-op threads; with 2 cores they only contend with each other and with the
+# multi-process tests' workers.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

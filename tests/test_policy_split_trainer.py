@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from tiny import conversational_dataset, digit_reward, length_reward, text_dataset
+from tiny import conversational_dataset, digit_reward, length_reward, text_dataset, trainer_settings
 
 from trl_policysplit import PolicySplitConfig, PolicySplitTrainer
 from trl_policysplit.functional import clamp_by_advantage, policy_split_internal_reward
@@ -20,24 +20,9 @@ MODE_METRICS = ["reward", "completion_length", "entropy", "surprisal", "distinct
 
 
 def make_config(tmp_path, **overrides) -> PolicySplitConfig:
-    values = {
-        "output_dir": str(tmp_path / "out"),
-        "per_device_train_batch_size": BATCH,
-        "num_generations": NUM_GENERATIONS,
-        "max_completion_length": 8,
-        "max_steps": 2,
-        "learning_rate": 1e-2,
-        "logging_steps": 1,
-        "save_strategy": "no",
-        "report_to": "none",
-        "use_cpu": True,
-        "seed": 0,
-        "eta_high": 0.5,
-        "eta_normal": 0.0,
-        "kappa": 1.0,
-    }
+    values = {"per_device_train_batch_size": BATCH, "num_generations": NUM_GENERATIONS, "eta_high": 0.5}
     values.update(overrides)
-    return PolicySplitConfig(**values)
+    return PolicySplitConfig(**trainer_settings(tmp_path, **values))
 
 
 def make_trainer(model_dir, tmp_path, reward_funcs=digit_reward, dataset=None, **overrides) -> PolicySplitTrainer:

@@ -16,6 +16,7 @@ came from, and its log-probs match the trainer's recomputed ones only under that
 from __future__ import annotations
 
 import types
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,15 @@ from trl_policysplit.policy_split_trainer import CONTEXT_KEY, IS_CROSS_KEY
 MAX_COMPLETION_LENGTH = 6
 MARKER_BASE = 100  # marker tokens are ordinary BPE tokens, far from the special ids 0..2
 QUESTIONS = 2  # questions per generation batch in the direct `_generate_and_score_completions` tests
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread() -> Iterator[None]:
+    """The tiny model's matmuls are microseconds: intra-op threads only add contention (10-100x on busy CPUs)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -76,6 +86,7 @@ class TinySampler:
     def complete(self, prompt_ids: list[int], n: int, temperature: float, max_tokens: int) -> list[Completion]:
         prompt_ids = list(prompt_ids)
         marker = MARKER_BASE + self.prompt_index(prompt_ids)
+        assert max(marker, MARKER_BASE + n - 1) < self.model.config.vocab_size, "marker tokens out of vocabulary"
         completions = []
         for sample in range(n):
             tokens = [marker, MARKER_BASE + sample]
@@ -93,6 +104,7 @@ class ServerCall:
     prompts: list[list[int]]
     n: int
     sampling: dict[str, Any]
+    returned: int = 0  # completions sent back
 
 
 class StandInVLLMClient:
@@ -119,8 +131,8 @@ class StandInVLLMClient:
     ) -> dict[str, Any]:
         assert features is None, "text-only prompts send no image features"
         sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "max_tokens": max_tokens}
-        self.calls.append(ServerCall([list(p) for p in prompts], n, sampling))
         completions = [c for p in prompts for c in self.sampler.complete(p, n, temperature, max_tokens)]
+        self.calls.append(ServerCall([list(p) for p in prompts], n, sampling, len(completions)))
         return {
             "prompt_ids": [list(p) for p in prompts],
             "completion_ids": [c.token_ids for c in completions],
@@ -168,7 +180,6 @@ class StandInLLM:
     ) -> list[StandInRequestOutput]:
         params = sampling_params
         prompt_ids = [list(p["prompt_token_ids"]) for p in prompts]
-        self.calls.append(ServerCall(prompt_ids, params.n, {"temperature": params.temperature}))
         results = []
         for ids in prompt_ids:
             outputs = []
@@ -178,6 +189,8 @@ class StandInLLM:
                     logprobs = [{t: StandInLogprob(lp, rank=1)} for t, lp in zip(c.token_ids, c.logprobs, strict=True)]
                 outputs.append(StandInCompletionOutput(index, c.token_ids, logprobs))
             results.append(StandInRequestOutput(ids, outputs))
+        sampling = {"temperature": params.temperature, "max_tokens": params.max_tokens}
+        self.calls.append(ServerCall(prompt_ids, params.n, sampling, sum(len(r.outputs) for r in results)))
         return results
 
 
@@ -340,6 +353,7 @@ def assert_server_request(
         assert call.prompts[2 * q + 1] == prompts[q * num_generations + n]
         assert not is_high_entropy(trainer, call.prompts[2 * q])
         assert is_high_entropy(trainer, call.prompts[2 * q + 1])
+    assert call.returned == 2 * questions * n == questions * num_generations  # n per mode per question
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -405,7 +419,7 @@ def test_colocate_mode_samples_each_row_from_its_own_prompt(
 
     rows = QUESTIONS * num_generations
     assert len(llm.calls) == 1
-    assert llm.calls[0].n == 1
+    assert llm.calls[0].n == 1 and llm.calls[0].returned == rows
     assert llm.calls[0].prompts == row_prompts(output, rows)
     assert_policy_split_pairing(trainer, llm.sampler, output, num_generations, QUESTIONS, per_request=1)
     assert_importance_sampling(output, rows)

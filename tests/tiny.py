@@ -87,3 +87,22 @@ def digit_reward(completions, **kwargs) -> list[float]:
 
 def length_reward(completions, **kwargs) -> list[float]:
     return [min(len(_text(c)), 20) / 20.0 for c in completions]
+
+
+def trainer_settings(tmp_path, **overrides) -> dict:
+    """Config values for a short CPU run of any trainer on the tiny model: 2 steps, lr 1e-2, no saving."""
+    values = {
+        "output_dir": str(tmp_path / "out"),
+        "per_device_train_batch_size": 8,
+        "num_generations": 4,
+        "max_completion_length": 8,
+        "max_steps": 2,
+        "learning_rate": 1e-2,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "use_cpu": True,
+        "seed": 0,
+    }
+    values.update(overrides)
+    return values

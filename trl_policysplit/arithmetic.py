@@ -13,9 +13,20 @@ from typing import Any
 
 from datasets import Dataset, DatasetDict
 
+# Tuned on SmolLM2-135M-Instruct: without worked examples it almost never uses the format; with two it does
+# often enough (level 1: 25-28% correct greedy, 10-12% sampled at temperature 1) for RL to have signal and room.
 SYSTEM_PROMPT = (
-    "You solve arithmetic problems. Think briefly if you need to, then write the final answer on the last line "
-    "in exactly this form:\nAnswer: <integer>\nFor example:\nAnswer: 12"
+    'Always finish your reply with "Answer: <integer>" on its own line.\n'
+    "\n"
+    "Question: What is 2 + 3?\n"
+    "Reply:\n"
+    "2 + 3 = 5\n"
+    "Answer: 5\n"
+    "\n"
+    "Question: What is 4 + 4?\n"
+    "Reply:\n"
+    "4 + 4 = 8\n"
+    "Answer: 8"
 )
 
 # ``Answer:`` followed by the rest of its line; the last occurrence in a completion is the one that counts.
@@ -71,9 +82,7 @@ def make_arithmetic_dataset(
         raise ValueError("num_train and num_test must be non-negative")
     pool = _questions(level)
     if num_train + num_test > len(pool):
-        raise ValueError(
-            f"level {level} has only {len(pool)} distinct questions; asked for {num_train} + {num_test}"
-        )
+        raise ValueError(f"level {level} has only {len(pool)} distinct questions; asked for {num_train} + {num_test}")
     random.Random(f"trl-policysplit-arithmetic:{seed}:{level}").shuffle(pool)
     train, test = pool[:num_train], pool[num_train : num_train + num_test]
     return DatasetDict(

@@ -8,6 +8,7 @@ processes or loops in Python over rows or tokens, so trainers, tests and users c
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 NORMALIZATIONS = ("zscore", "range", "none")
 _EPS = 1e-6
@@ -176,3 +177,132 @@ def dual_mode_internal_rewards(
     own = torch.where(high, eta_high * high_context, -eta_normal * normal_context)
     cross = torch.where(high, -eta_normal * normal_context, eta_high * high_context)
     return own, cross
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Advantage rules: GRPO's group normalization and AsymGRPO (ALGORITHMS.md §2)
+
+_TRL_STD_EPS = 1e-4  # GRPOTrainer adds this to the group std before dividing
+
+
+def group_normalized_advantages(rewards: torch.Tensor, group_size: int, scale: bool = True) -> torch.Tensor:
+    """GRPO's advantage as TRL computes it: ``(r - mean_g) / (std_g + 1e-4)`` with the unbiased, NaN-aware std.
+
+    ``scale=False`` only centres (TRL's ``scale_rewards="none"``). NaN (unscored) rewards are left out of the
+    group statistics and get advantage 0.
+    """
+    num_groups = _check_groups(rewards.size(0), group_size)
+    grouped = rewards.reshape(num_groups, group_size).float()
+    scored = ~torch.isnan(grouped)
+    count = scored.sum(dim=1, keepdim=True)
+    mean = grouped.nansum(dim=1, keepdim=True) / count.clamp(min=1)
+    centred = grouped - mean
+    if scale:
+        squared = centred.masked_fill(~scored, 0.0).square().sum(dim=1, keepdim=True)
+        std = (squared / (count - 1).clamp(min=1)).sqrt()
+        centred = centred / (std + _TRL_STD_EPS)
+    return torch.nan_to_num(centred, nan=0.0).reshape(-1)
+
+
+def asym_advantages(
+    rewards: torch.Tensor,
+    group_size: int,
+    beta_pos: float = 0.9,
+    beta_neg: float = 0.4,
+    reward_range: tuple[float, float] = (0.0, 1.0),
+) -> torch.Tensor:
+    """AsymGRPO's advantage: ``((r' - mu) / mu) ** beta_pos`` above the group mean, ``-((mu - r') / (1 - mu))
+    ** beta_neg`` below it, 0 at it, with ``r' = (r - lo) / (hi - lo)`` and ``mu`` the group mean of ``r'``.
+
+    For 0/1 rewards and success rate ``p`` this is ``((1-p)/p) ** beta_pos`` and ``-(p/(1-p)) ** beta_neg``;
+    ``beta_pos = beta_neg = 0.5`` is GRPO with the population std. NaN rewards are left out of ``mu`` and get
+    0. A scored reward outside ``reward_range`` raises ``ValueError``.
+    """
+    low, high = (float(v) for v in reward_range)
+    if not high > low:
+        raise ValueError(f"reward_range must be (low, high) with low < high, got {reward_range}.")
+    num_groups = _check_groups(rewards.size(0), group_size)
+    unit = ((rewards.float() - low) / (high - low)).reshape(num_groups, group_size)
+    scored = ~torch.isnan(unit)
+    outside = scored & ((unit < -_EPS) | (unit > 1 + _EPS))
+    if outside.any():
+        value = rewards.reshape(num_groups, group_size)[outside][0].item()
+        raise ValueError(f"reward {value} is outside reward_range {reward_range}.")
+    unit = unit.clamp(0.0, 1.0)
+    mean = unit.nansum(dim=1, keepdim=True) / scored.sum(dim=1, keepdim=True).clamp(min=1)
+    gap = unit - mean
+    above, below = gap > _EPS, gap < -_EPS  # NaN compares False: unscored rows get 0
+    positive = (gap / mean.clamp(min=_EPS)).clamp(min=0.0).pow(beta_pos)
+    negative = -((-gap) / (1.0 - mean).clamp(min=_EPS)).clamp(min=0.0).pow(beta_neg)
+    advantages = torch.where(above, positive, torch.where(below, negative, torch.zeros_like(gap)))
+    return advantages.reshape(-1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Perplexity-based reward allocation, DiPO (ALGORITHMS.md §3)
+
+
+def sequence_perplexity(logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``exp(mean surprisal)`` over each row's valid tokens, ``(N,)``; a row without valid tokens gets NaN."""
+    valid = mask.to(logps.dtype)
+    count = valid.sum(dim=1)
+    mean_surprisal = -(logps.masked_fill(~mask.bool(), 0.0) * valid).sum(dim=1) / count.clamp(min=1)
+    return mean_surprisal.float().exp().masked_fill(count == 0, float("nan"))
+
+
+def perplexity_threshold(ppl: torch.Tensor, correct: torch.Tensor) -> tuple[float | None, bool]:
+    """Perplexity threshold ``tau`` that best separates correct (below) from wrong (above) completions.
+
+    Candidates are midpoints between consecutive distinct perplexities; ``tau`` minimizes the
+    misclassification rate of "correct iff PPL < tau" (ties: the smallest ``tau``). The split is valid only
+    when more than half of the completions below ``tau`` are correct and more than half above are wrong.
+    NaN perplexities are ignored. Returns ``(None, False)`` with fewer than two distinct values.
+    """
+    known = ~torch.isnan(ppl)
+    order = ppl[known].double().argsort()
+    values = ppl[known].double()[order]
+    labels = correct[known].bool()[order].long()
+    total = values.numel()
+    if total < 2:
+        return None, False
+    # Candidate k puts the k smallest values below the threshold; only cuts between distinct values count.
+    cuts = torch.nonzero(values[1:] > values[:-1]).squeeze(1) + 1
+    if cuts.numel() == 0:
+        return None, False
+    correct_before = torch.cat([labels.new_zeros(1), labels.cumsum(0)])
+    below = cuts
+    correct_below = correct_before[cuts]
+    wrong_below = below - correct_below
+    correct_above = correct_before[-1] - correct_below
+    errors = wrong_below + correct_above  # integer counts: exact ties, argmin takes the first (smallest tau)
+    best = int(torch.argmin(errors).item())
+    cut = int(cuts[best].item())
+    tau = float((values[cut - 1] + values[cut]) / 2)
+    above = total - cut
+    wrong_above = above - int(correct_above[best].item())
+    valid = 2 * int(correct_below[best].item()) > cut and 2 * wrong_above > above
+    return tau, valid
+
+
+def reallocated_rewards(
+    correct: torch.Tensor, ppl: torch.Tensor, group_size: int, tau: float | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """DiPO's reallocated rewards ``R_r`` for groups that are all wrong or all correct, and which rows are active.
+
+    All wrong with group-mean PPL below ``tau`` (confidently wrong): the highest-PPL completion (first on ties)
+    gets 1, the others 0. All correct with group-mean PPL above ``tau`` (uncertain correct): the highest-PPL
+    completion gets 0, the others 1. Other groups, groups with a NaN perplexity and ``tau=None`` are inactive
+    and keep ``R_r = correct``. Returns ``(rewards_r (N,) float, active (N,) bool)``.
+    """
+    num_groups = _check_groups(correct.size(0), group_size)
+    hits = correct.bool().reshape(num_groups, group_size)
+    if tau is None:
+        return hits.float().reshape(-1), torch.zeros_like(hits).reshape(-1)
+    grouped = ppl.float().reshape(num_groups, group_size)
+    mean_ppl = grouped.mean(dim=1)  # NaN if any is NaN: then both comparisons are False
+    up = ~hits.any(dim=1) & (mean_ppl < tau)
+    down = hits.all(dim=1) & (mean_ppl > tau)
+    highest = F.one_hot(grouped.argmax(dim=1), group_size).bool()
+    flipped = torch.where(up.unsqueeze(1), highest, torch.where(down.unsqueeze(1), ~highest, hits))
+    active = (up | down).unsqueeze(1).expand(-1, group_size)
+    return flipped.float().reshape(-1), active.reshape(-1)

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from trl import GRPOConfig
-
 from .functional import NORMALIZATIONS
 from .modes import DEFAULT_HIGH_ENTROPY_PROMPT
+from .shaping_config import AdvantageShapingConfig
 
 ENTROPY_ESTIMATORS = ("surprisal", "entropy")
 
 
 @dataclass
-class PolicySplitConfig(GRPOConfig):
+class PolicySplitConfig(AdvantageShapingConfig):
     """GRPOConfig for [`PolicySplitTrainer`]: one model trained in a normal and a high-entropy mode.
 
     `num_generations` completions per question are split evenly between the modes, so it must be even.
@@ -78,10 +77,6 @@ class PolicySplitConfig(GRPOConfig):
             "help": "'surprisal' uses -log p of the sampled token (as the reference code); 'entropy' uses the full "
             "per-token entropy of the temperature-scaled distribution."
         },
-    )
-    correct_reward_threshold: float = field(
-        default=0.5,
-        metadata={"help": "A completion counts as correct in the metrics when its total reward is above this."},
     )
 
     def __post_init__(self) -> None:

@@ -10,6 +10,7 @@ internal reward. TRL's own loss (every ``loss_type``) then trains on the result.
 from __future__ import annotations
 
 import inspect
+import math
 from contextlib import contextmanager
 from typing import Any
 
@@ -23,6 +24,8 @@ from .distributed import GatheredRows, dual_mode_internal_rewards_across_process
 from .functional import clamp_by_advantage, distinct_correct_per_group, uniform_reward_groups
 from .modes import HIGH_ENTROPY, MODES, NORMAL, to_high_entropy
 from .policy_split_config import PolicySplitConfig
+from .shaping_trainer import AdvantageShapingTrainer
+from .shaping_trainer import loss_mask as _loss_mask
 
 # Where the question's own (normal-mode) prompt travels with a row; reward functions never see this key.
 _NORMAL_PROMPT_KEY = "_policy_split_normal_prompt"
@@ -33,7 +36,7 @@ BASE_ADVANTAGE_KEY = "policy_split_base_advantages"
 _UNSUPPORTED_BATCH_KEYS = ("pixel_values", "image_grid_thw", "num_images", "token_type_ids", "mm_token_type_ids")
 
 
-class PolicySplitTrainer(GRPOTrainer):
+class PolicySplitTrainer(AdvantageShapingTrainer):
     """Drop-in replacement for `GRPOTrainer` that trains a normal and a high-entropy mode of one model.
 
     Takes the same arguments as `GRPOTrainer`, with a [`PolicySplitConfig`] as `args`. Reward functions
@@ -42,6 +45,8 @@ class PolicySplitTrainer(GRPOTrainer):
 
     _tag_names = ["trl", "grpo", "policy-split"]
     _name = "PolicySplit"
+    _config_class = PolicySplitConfig
+    _shape_after_generation = False  # shaped in `_split_modes`, where DiPO reuses the scoring forward's log-probs
 
     def __init__(self, model: Any, reward_funcs: Any = None, args: PolicySplitConfig | None = None, *a, **kw):
         bound = inspect.signature(GRPOTrainer.__init__).bind(self, model, reward_funcs, args, *a, **kw)
@@ -51,17 +56,8 @@ class PolicySplitTrainer(GRPOTrainer):
                     f"PolicySplitTrainer does not support `{unsupported}` yet: the cross pairs are rebuilt from the "
                     "dataset prompt, which a custom rollout or environment may change. Remove it."
                 )
-        if args is None:
-            name = model if isinstance(model, str) else model.config._name_or_path
-            args = PolicySplitConfig(output_dir=f"{str(name).rstrip('/').split('/')[-1]}-PolicySplit")
-        if not isinstance(args, PolicySplitConfig):
-            raise ValueError(
-                f"PolicySplitTrainer needs `args` to be a PolicySplitConfig, got {type(args).__name__}; build it "
-                "with PolicySplitConfig(...) and the same arguments."
-            )
         super().__init__(model, reward_funcs, args, *a, **kw)
-        self._per_mode_generations = args.num_generations // 2
-        self._rewards_per_func: torch.Tensor | None = None
+        self._per_mode_generations = self.args.num_generations // 2
         self._loss_entropies: torch.Tensor | None = None
 
     # ----------------------------------------------------------------------------------------------------------
@@ -114,16 +110,7 @@ class PolicySplitTrainer(GRPOTrainer):
         # Rewards depend on the question and the completion, not on the context: score with the normal prompt.
         normal_prompts = [row[_NORMAL_PROMPT_KEY] for row in inputs]
         reward_inputs = [{k: v for k, v in row.items() if k != _NORMAL_PROMPT_KEY} for row in inputs]
-        self._rewards_per_func = super()._calculate_rewards(
-            reward_inputs, normal_prompts, completions, completion_ids_list
-        )
-        return self._rewards_per_func
-
-    def _total_rewards(self) -> torch.Tensor:
-        """Weighted reward of every generated completion of all processes; NaN where nothing scored it."""
-        per_func = self._rewards_per_func
-        total = (per_func * self.reward_weights.to(per_func.device).unsqueeze(0)).nansum(dim=1)
-        return total.masked_fill(torch.isnan(per_func).all(dim=1), float("nan"))
+        return super()._calculate_rewards(reward_inputs, normal_prompts, completions, completion_ids_list)
 
     def _score(self, input_ids, attention_mask, logits_to_keep, batch_size, model=None):
         """Log-probs and entropies of completion tokens, without gradient."""
@@ -205,6 +192,10 @@ class PolicySplitTrainer(GRPOTrainer):
                     input_ids[rows:], attention_mask[rows:], logits_to_keep, batch_size
                 )
 
+        # The base advantage (GRPO's or the asymmetric rule, plus DiPO's term) over each question's group.
+        advantage_group = group_size if args.share_rollouts else group_size // 2
+        output = self._shape_advantages(output, mode, advantage_group, logps=own_logps)
+
         if args.entropy_estimator == "entropy":
             estimate_own, estimate_cross = entropies[:rows], entropies[rows:]
         else:
@@ -227,7 +218,7 @@ class PolicySplitTrainer(GRPOTrainer):
         rewards = self._total_rewards()
         keep = ~torch.isnan(rewards)
         if args.bonus_uniform_reward_groups_only:
-            keep &= uniform_reward_groups(rewards, group_size if args.share_rollouts else group_size // 2)
+            keep &= uniform_reward_groups(rewards, advantage_group)
         keep = local_rows(keep, rows).unsqueeze(1)
         base = output["advantages"]
         own_reward = own_reward * keep
@@ -317,22 +308,20 @@ class PolicySplitTrainer(GRPOTrainer):
         metrics = self._metrics[mode]
         for index, name in enumerate(MODES):
             rows = is_high if name == HIGH_ENTROPY else ~is_high
-            tokens = lengths[rows].sum().clamp(min=1.0)
+            tokens = lengths[rows].sum()
             prefix = f"policy_split/{name}"
             metrics[f"{prefix}/completions"].append(rows.sum().item())
             metrics[f"{prefix}/train_sequences"].append(rows.sum().item() * (2 if self.args.share_rollouts else 1))
             metrics[f"{prefix}/reward"].append(torch.nanmean(rewards[rows]).item())
             metrics[f"{prefix}/completion_length"].append(lengths[rows].mean().item())
-            metrics[f"{prefix}/surprisal"].append(((surprisal_own * mask)[rows].sum() / tokens).item())
+            metrics[f"{prefix}/surprisal"].append(_ratio((surprisal_own * mask)[rows].sum(), tokens))
             distinct = distinct_correct_per_group(ids, mask, correct & rows, group_size)
             metrics[f"{prefix}/distinct_correct"].append(distinct.float().mean().item())
             kl_name = "kl_normal_to_high_entropy" if name == NORMAL else "kl_high_entropy_to_normal"
-            metrics[f"policy_split/{kl_name}"].append((cross_minus_own[rows].sum() / tokens).item())
-            metrics[f"{prefix}/clamp_frac"].append(
-                (clamp_counts[index, 0] / clamp_counts[index, 1].clamp(min=1)).item()
-            )
+            metrics[f"policy_split/{kl_name}"].append(_ratio(cross_minus_own[rows].sum(), tokens))
+            metrics[f"{prefix}/clamp_frac"].append(_ratio(clamp_counts[index, 0], clamp_counts[index, 1]))
         total = clamp_counts.sum(dim=0)
-        metrics["policy_split/clamp_frac"].append((total[0] / total[1].clamp(min=1)).item())
+        metrics["policy_split/clamp_frac"].append(_ratio(total[0], total[1]))
 
     def _get_per_token_logps_and_entropies(self, *args, **kwargs):
         logps, entropies, aux_loss = super()._get_per_token_logps_and_entropies(*args, **kwargs)
@@ -352,16 +341,17 @@ class PolicySplitTrainer(GRPOTrainer):
             ).float()
             stats = self.accelerator.reduce(stats, reduction="sum")
             mode = "train" if self.model.training else "eval"
+            # A mode absent from this micro-batch logs NaN, which TRL's `log` leaves out of the average.
             for (total, count), name in zip(stats, MODES, strict=True):
-                self._metrics[mode][f"policy_split/{name}/entropy"].append((total / count.clamp(min=1.0)).item())
+                self._metrics[mode][f"policy_split/{name}/entropy"].append(_ratio(total, count))
         self._loss_entropies = None
         return loss
 
 
-def _loss_mask(batch: dict[str, Any]) -> torch.Tensor:
-    """Tokens the loss trains on: completion tokens, minus tool outputs (TRL's convention)."""
-    mask = batch["completion_mask"]
-    return mask if "tool_mask" not in batch else mask * batch["tool_mask"]
+def _ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> float:
+    """``numerator / denominator`` as a float, NaN when there is nothing to average (TRL's log skips NaN)."""
+    denominator = denominator.item()
+    return numerator.item() / denominator if denominator > 0 else math.nan
 
 
 def _left_pad(tensor: torch.Tensor, width: int, value: int) -> torch.Tensor:

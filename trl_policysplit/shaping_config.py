@@ -1,0 +1,88 @@
+"""Advantage-shaping knobs shared by every trainer of the package: AsymGRPO (ALGORITHMS.md §2) and
+perplexity-based reward allocation, DiPO (§3). Each is a flag, so they compose with each other and with
+Policy Split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig
+
+
+@dataclass
+class AdvantageShapingConfig(GRPOConfig):
+    """GRPOConfig plus the asymmetric advantage rule and perplexity-based reward reallocation.
+
+    Both are off here; [`AsymGRPOConfig`] turns the asymmetric rule on. Every field is validated at
+    construction: a wrong value raises `ValueError` naming the field.
+    """
+
+    asymmetric_advantages: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace GRPO's group normalization by AsymGRPO's rule (arXiv 2604.04894): "
+            "((1-p)/p)**beta_pos for correct and -(p/(1-p))**beta_neg for wrong completions."
+        },
+    )
+    beta_pos: float = field(
+        default=0.9,
+        metadata={"help": "AsymGRPO exponent of positive advantages (paper: 0.9). 0.5 with beta_neg 0.5 is GRPO."},
+    )
+    beta_neg: float = field(
+        default=0.4,
+        metadata={"help": "AsymGRPO exponent of negative advantages (paper: 0.4)."},
+    )
+    reward_range: list[float] = field(
+        default_factory=lambda: [0.0, 1.0],
+        metadata={
+            "help": "[low, high] of the total (weighted) reward, mapped to [0, 1] for the asymmetric rule (ours: the "
+            "paper has binary rewards). A reward outside it is an error."
+        },
+    )
+    perplexity_reallocation: bool = field(
+        default=False,
+        metadata={
+            "help": "DiPO (arXiv 2604.13902): in groups that are all wrong or all correct, reallocate the reward by "
+            "sequence perplexity and add ppl_alpha times the advantage of the reallocated rewards."
+        },
+    )
+    ppl_alpha: float = field(
+        default=0.1,
+        metadata={"help": "Weight of the reallocated-reward objective (paper: 0.1, its best value). >= 0."},
+    )
+    ppl_queue_batches: int = field(
+        default=2,
+        metadata={
+            "help": "Generation batches of (perplexity, correct) pairs kept to fit the perplexity threshold (>= 1)."
+        },
+    )
+    correct_reward_threshold: float = field(
+        default=0.5,
+        metadata={
+            "help": "A completion is correct when its total reward is above this: used by DiPO and by the "
+            "solved-by-none/all and distinct-correct metrics."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        self._validate_shaping()
+        super().__post_init__()
+
+    def _validate_shaping(self) -> None:
+        for name in ("beta_pos", "beta_neg", "ppl_alpha"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        reward_range = list(self.reward_range) if self.reward_range is not None else []
+        if len(reward_range) != 2 or not float(reward_range[0]) < float(reward_range[1]):
+            raise ValueError(
+                f"reward_range must be [low, high] with low < high, got {self.reward_range}; e.g. reward_range=[0, 1]."
+            )
+        self.reward_range = [float(value) for value in reward_range]
+        if int(self.ppl_queue_batches) != self.ppl_queue_batches or self.ppl_queue_batches < 1:
+            raise ValueError(f"ppl_queue_batches must be an integer >= 1, got {self.ppl_queue_batches}.")
+        if self.asymmetric_advantages and self.multi_objective_aggregation == "normalize_then_sum":
+            raise ValueError(
+                "asymmetric_advantages=True replaces the normalization of the weighted reward sum, which "
+                "multi_objective_aggregation='normalize_then_sum' does not compute; set "
+                "multi_objective_aggregation='sum_then_normalize'."
+            )

@@ -1,0 +1,237 @@
+"""The one place where advantages are shaped: AsymGRPO's rule (ALGORITHMS.md §2) and DiPO's perplexity-based
+reward reallocation (§3), for every trainer of the package.
+
+TRL computes rewards and GRPO advantages; this class post-processes them from the rewards of all processes
+(which TRL gathers anyway), so a question's group may span processes and every process takes the same
+decisions. Policy Split calls [`AdvantageShapingTrainer._shape_advantages`] itself, after its scoring forward,
+so that DiPO reuses those log-probs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import deque
+from typing import Any
+
+import torch
+from trl import GRPOTrainer
+from trl.models.utils import disable_gradient_checkpointing
+
+from .distributed import local_rows
+from .functional import (
+    asym_advantages,
+    group_normalized_advantages,
+    perplexity_threshold,
+    reallocated_rewards,
+    sequence_perplexity,
+    uniform_reward_groups,
+)
+from .shaping_config import AdvantageShapingConfig
+
+PERPLEXITY_QUEUE_FILE = "perplexity_queue.pt"
+_RANGE_TOLERANCE = 1e-6
+
+
+class PerplexityQueue:
+    """``(perplexity, correct)`` pairs of the last ``max_batches`` generation batches, the same on every process."""
+
+    def __init__(self, max_batches: int) -> None:
+        self.batches: deque[tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=max_batches)
+
+    def push(self, ppl: torch.Tensor, correct: torch.Tensor) -> None:
+        self.batches.append((ppl.detach().float().cpu(), correct.detach().bool().cpu()))
+
+    def threshold(self) -> tuple[float | None, bool]:
+        if not self.batches:
+            return None, False
+        ppl, correct = (torch.cat(part) for part in zip(*self.batches, strict=True))
+        return perplexity_threshold(ppl, correct)
+
+    def __len__(self) -> int:
+        return sum(ppl.numel() for ppl, _ in self.batches)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"ppl": [ppl for ppl, _ in self.batches], "correct": [correct for _, correct in self.batches]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.batches.clear()
+        for ppl, correct in zip(state["ppl"], state["correct"], strict=True):
+            self.push(ppl, correct)
+
+
+class AdvantageShapingTrainer(GRPOTrainer):
+    """`GRPOTrainer` whose advantages follow the config's shaping flags (asymmetric rule, DiPO reallocation).
+
+    With both flags off it trains exactly like `GRPOTrainer`. Subclasses set `_config_class`.
+    """
+
+    _config_class: type[AdvantageShapingConfig] = AdvantageShapingConfig
+    # Policy Split shapes after its own scoring forward (to reuse its log-probs), not right after generation.
+    _shape_after_generation = True
+
+    def __init__(self, model: Any, reward_funcs: Any = None, args: AdvantageShapingConfig | None = None, *a, **kw):
+        if args is None:
+            name = model if isinstance(model, str) else model.config._name_or_path
+            args = self._config_class(output_dir=f"{str(name).rstrip('/').split('/')[-1]}-{self._name}")
+        if not isinstance(args, self._config_class):
+            raise ValueError(
+                f"{type(self).__name__} needs `args` to be a {self._config_class.__name__}, got "
+                f"{type(args).__name__}; build it with {self._config_class.__name__}(...) and the same arguments."
+            )
+        super().__init__(model, reward_funcs, args, *a, **kw)
+        self._rewards_per_func: torch.Tensor | None = None
+        self.perplexity_queue = PerplexityQueue(args.ppl_queue_batches)
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Hooks into GRPOTrainer
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        # TRL gathers every process's rewards here; keep them to reshape advantages over whole groups.
+        self._rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        return self._rewards_per_func
+
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        output = super()._generate_and_score_completions(inputs)
+        if self._shape_after_generation:
+            mode = "train" if self.model.training else "eval"
+            group_size = self.num_generations if mode == "train" else self.num_generations_eval
+            output = self._shape_advantages(output, mode, group_size)
+        return output
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        super()._save_optimizer_and_scheduler(output_dir)
+        if self.args.perplexity_reallocation and self.args.should_save:
+            torch.save(self.perplexity_queue.state_dict(), os.path.join(output_dir, PERPLEXITY_QUEUE_FILE))
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None or not self.args.perplexity_reallocation:
+            return
+        path = os.path.join(checkpoint, PERPLEXITY_QUEUE_FILE)
+        if os.path.isfile(path):
+            self.perplexity_queue.load_state_dict(torch.load(path, weights_only=True))
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Shaping
+
+    def _total_rewards(self) -> torch.Tensor:
+        """Weighted reward of every generated completion of all processes; NaN where nothing scored it."""
+        per_func = self._rewards_per_func
+        total = (per_func * self.reward_weights.to(per_func.device).unsqueeze(0)).nansum(dim=1)
+        return total.masked_fill(torch.isnan(per_func).all(dim=1), float("nan"))
+
+    def _shape_advantages(
+        self, output: dict[str, Any], mode: str, group_size: int, logps: torch.Tensor | None = None
+    ) -> dict[str, Any]:
+        """Replace TRL's 1-D advantages by the shaped ones; ``logps`` are the sampling policy's, when at hand."""
+        args = self.args
+        rows = output["advantages"].size(0)
+        rewards = self._total_rewards()
+        if args.asymmetric_advantages:
+            self._check_reward_range(rewards)
+            advantages = asym_advantages(rewards, group_size, args.beta_pos, args.beta_neg, args.reward_range)
+            advantages = advantages.to(output["advantages"].dtype)
+        else:
+            advantages = self.accelerator.gather(output["advantages"])
+        correct = rewards > args.correct_reward_threshold  # NaN compares False
+        if args.perplexity_reallocation and mode == "train":
+            if logps is None:
+                logps = self._sampling_logps(output, mode)
+            ppl = self.accelerator.gather(sequence_perplexity(logps, loss_mask(output)))
+            advantages = advantages + self._reallocation_advantages(rewards, correct, ppl, group_size, mode)
+        self._log_shaping_metrics(mode, advantages, rewards, correct, group_size)
+        if args.asymmetric_advantages or (args.perplexity_reallocation and mode == "train"):
+            output["advantages"] = local_rows(advantages, rows)
+            self._replace_logged_advantages(advantages)
+        return output
+
+    def _reallocation_advantages(
+        self, rewards: torch.Tensor, correct: torch.Tensor, ppl: torch.Tensor, group_size: int, mode: str
+    ) -> torch.Tensor:
+        """``ppl_alpha`` times the advantage rule on DiPO's reallocated rewards, 0 outside active groups."""
+        args = self.args
+        scored = ~torch.isnan(rewards)
+        self.perplexity_queue.push(ppl[scored], correct[scored])
+        tau, valid = self.perplexity_queue.threshold()
+        reallocated, active = reallocated_rewards(correct, ppl, group_size, tau if valid else None)
+        # Only groups with no signal of their own: every completion scored and all rewards equal.
+        fully_scored = scored.reshape(-1, group_size).all(dim=1).repeat_interleave(group_size)
+        active &= uniform_reward_groups(rewards, group_size) & fully_scored
+        if args.asymmetric_advantages:
+            rule = asym_advantages(reallocated, group_size, args.beta_pos, args.beta_neg)
+        else:
+            rule = group_normalized_advantages(reallocated, group_size, scale=self.scale_rewards != "none")
+        group_active = active.reshape(-1, group_size)[:, 0]
+        group_correct = correct.reshape(-1, group_size)[:, 0]
+        metrics = self._metrics[mode]
+        metrics["dipo/threshold"].append(tau if tau is not None else math.nan)
+        metrics["dipo/valid_split"].append(float(valid))
+        metrics["dipo/frac_groups_up"].append((group_active & ~group_correct).float().mean().item())
+        metrics["dipo/frac_groups_down"].append((group_active & group_correct).float().mean().item())
+        metrics["dipo/queue_size"].append(float(len(self.perplexity_queue)))
+        return (args.ppl_alpha * rule * active).to(rewards.dtype)
+
+    def _sampling_logps(self, output: dict[str, Any], mode: str) -> torch.Tensor:
+        """Log-probs of the generated tokens under the sampling policy: TRL's when it computed them, else one
+        no-grad forward (every process runs it, as ZeRO-3 requires)."""
+        for key in ("old_per_token_logps", "sampling_per_token_logps"):
+            if output.get(key) is not None:
+                return output[key]
+        batch_size = self.args.per_device_train_batch_size if mode == "train" else self.args.per_device_eval_batch_size
+        input_ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
+        attention_mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
+        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            logps, _, _ = self._get_per_token_logps_and_entropies(
+                self.model, input_ids, attention_mask, output["completion_ids"].size(1), batch_size=batch_size
+            )
+        return logps
+
+    def _check_reward_range(self, rewards: torch.Tensor) -> None:
+        low, high = self.args.reward_range
+        outside = ~torch.isnan(rewards) & ((rewards < low - _RANGE_TOLERANCE) | (rewards > high + _RANGE_TOLERANCE))
+        if not outside.any():
+            return
+        row = int(torch.nonzero(outside)[0].item())
+        weights = self.reward_weights.tolist()
+        parts = ", ".join(
+            f"{name}={value:g} (weight {weight:g})"
+            for name, value, weight in zip(
+                self.reward_func_names, self._rewards_per_func[row].tolist(), weights, strict=True
+            )
+        )
+        raise ValueError(
+            f"At step {self.state.global_step}, a completion's total reward {rewards[row].item():g} is outside "
+            f"reward_range={[low, high]} (reward functions: {parts}). The asymmetric rule maps reward_range to "
+            "[0, 1]: "
+            "set reward_range to the [min, max] your weighted rewards can take."
+        )
+
+    def _log_shaping_metrics(
+        self, mode: str, advantages: torch.Tensor, rewards: torch.Tensor, correct: torch.Tensor, group_size: int
+    ) -> None:
+        """Means of the positive and negative advantages, and the share of groups solved by none or all."""
+        metrics = self._metrics[mode]
+        positive, negative = advantages[advantages > 0], advantages[advantages < 0]
+        metrics["advantage/pos_mean"].append(positive.mean().item() if positive.numel() else math.nan)
+        metrics["advantage/neg_mean"].append(negative.mean().item() if negative.numel() else math.nan)
+        scored = ~torch.isnan(rewards).reshape(-1, group_size)
+        hits = correct.reshape(-1, group_size)
+        has_scored = scored.any(dim=1)
+        metrics["advantage/frac_groups_solved_none"].append((has_scored & ~hits.any(dim=1)).float().mean().item())
+        metrics["advantage/frac_groups_solved_all"].append(
+            (has_scored & (hits | ~scored).all(dim=1)).float().mean().item()
+        )
+
+    def _replace_logged_advantages(self, advantages: torch.Tensor) -> None:
+        """TRL keeps the advantages it computed for its completions table; show the shaped ones instead."""
+        logged = self._logs["advantages"]
+        for _ in range(min(advantages.numel(), len(logged))):
+            logged.pop()
+        logged.extend(advantages.tolist())
+
+
+def loss_mask(batch: dict[str, Any]) -> torch.Tensor:
+    """Tokens the loss trains on: completion tokens, minus tool outputs (TRL's convention)."""
+    mask = batch["completion_mask"]
+    return mask if "tool_mask" not in batch else mask * batch["tool_mask"]
