@@ -63,13 +63,18 @@ def generation_batch(trainer) -> dict:
 
 
 def perplexities(trainer, batch: dict) -> torch.Tensor:
-    """exp(mean surprisal) of each completion, from a plain forward of the model (not TRL's scoring path)."""
+    """exp(mean surprisal) of each completion, through TRL's scoring function on the same rows as the trainer: the
+    argmax over a group must not depend on float32 noise between scoring paths."""
     input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
     attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
     with torch.no_grad():
-        logits = trainer.model(input_ids=input_ids, attention_mask=attention_mask).logits.float()
-    width = batch["completion_ids"].size(1)
-    logps = logits[:, -width - 1 : -1].log_softmax(-1).gather(-1, batch["completion_ids"].unsqueeze(-1)).squeeze(-1)
+        logps, _, _ = trainer._get_per_token_logps_and_entropies(
+            trainer.model,
+            input_ids,
+            attention_mask,
+            batch["completion_ids"].size(1),
+            batch_size=trainer.args.per_device_train_batch_size,
+        )
     mask = batch["completion_mask"].float()
     return (-(logps * mask).sum(1) / mask.sum(1)).exp()
 

@@ -306,3 +306,85 @@ def reallocated_rewards(
     flipped = torch.where(up.unsqueeze(1), highest, torch.where(down.unsqueeze(1), ~highest, hits))
     active = (up | down).unsqueeze(1).expand(-1, group_size)
     return flipped.float().reshape(-1), active.reshape(-1)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Entropy-guided baselines (ALGORITHMS.md §4): Clip-Cov / KL-Cov (arXiv 2505.22617), entropy advantage (2506.14758)
+
+
+def _token_advantages(advantages: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``(N,)``, ``(N, 1)`` or ``(N, T)`` advantages as ``(N, T)``."""
+    if advantages.dim() == 1:
+        advantages = advantages.unsqueeze(1)
+    return advantages.to(like.dtype).expand_as(like)
+
+
+def token_covariance(logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-token ``(logp_t - mean logp) * (A_t - mean A)``, means over the valid tokens of the whole batch; 0 on
+    invalid tokens. Its sum over tokens is (up to the count) the covariance that drives the entropy change."""
+    valid = mask.bool()
+    logps = logps.detach().float()
+    token_adv = _token_advantages(advantages.detach().float(), logps)
+    count = valid.sum().clamp(min=1)
+    mean_logp = logps.masked_fill(~valid, 0.0).sum() / count
+    mean_adv = token_adv.masked_fill(~valid, 0.0).sum() / count
+    return ((logps - mean_logp) * (token_adv - mean_adv)).masked_fill(~valid, 0.0)
+
+
+def _selection_size(mask: torch.Tensor, ratio: float) -> int:
+    """``ratio`` of the valid tokens, at least one when there is any (as the reference implementation)."""
+    valid = int(mask.bool().sum().item())
+    return 0 if valid == 0 else max(int(ratio * valid), 1)
+
+
+def clip_cov_mask(
+    logps: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    ratio: float,
+    lower: float,
+    upper: float,
+    eligible: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Clip-Cov's tokens: a uniformly random ``ratio`` fraction of the valid tokens (at least one), drawn among the
+    (``eligible``) valid tokens whose covariance lies in ``(lower, upper)``; fewer if fewer qualify. ``(N, T)`` bool.
+    The caller detaches their gradient."""
+    covariance = token_covariance(logps, advantages, mask)
+    candidates = mask.bool() & (covariance > lower) & (covariance < upper)
+    if eligible is not None:
+        candidates &= eligible.bool()
+    count = min(_selection_size(mask, ratio), int(candidates.sum().item()))
+    selected = torch.zeros_like(candidates)
+    if count == 0:
+        return selected
+    scores = torch.rand(candidates.shape, generator=generator, device=generator.device if generator else None)
+    scores = scores.to(candidates.device).masked_fill(~candidates, -1.0)
+    chosen = scores.flatten().topk(count).indices
+    return selected.flatten().index_fill(0, chosen, True).view_as(candidates)
+
+
+def kl_cov_mask(logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, ratio: float) -> torch.Tensor:
+    """KL-Cov's tokens: the top ``ratio`` fraction of the valid tokens (at least one) by covariance. ``(N, T)`` bool.
+    The caller adds ``coef * |logp - old_logp|`` to their loss."""
+    count = _selection_size(mask, ratio)
+    selected = torch.zeros_like(mask, dtype=torch.bool)
+    if count == 0:
+        return selected
+    covariance = token_covariance(logps, advantages, mask).masked_fill(~mask.bool(), float("-inf"))
+    chosen = covariance.flatten().topk(count).indices
+    return selected.flatten().index_fill(0, chosen, True).view_as(selected)
+
+
+def entropy_advantage_bonus(
+    entropies: torch.Tensor, advantages: torch.Tensor, alpha: float, kappa: float
+) -> torch.Tensor:
+    """Entropy-based advantage term ``min(alpha * H_t, |A_t| / kappa)`` with ``H`` detached, ``(N, T)``.
+
+    It is non-negative and, for ``kappa > 1``, never flips the sign of ``A`` once added; it vanishes where ``A = 0``.
+    """
+    if kappa <= 0:
+        raise ValueError(f"kappa must be > 0, got {kappa}.")
+    entropies = entropies.detach().float()
+    token_adv = _token_advantages(advantages.detach().float(), entropies)
+    return torch.minimum(alpha * entropies, token_adv.abs() / kappa)

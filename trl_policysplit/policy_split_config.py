@@ -101,7 +101,7 @@ class PolicySplitConfig(AdvantageShapingConfig):
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}.")
         for name in ("eta_high", "eta_normal", "kappa"):
-            if getattr(self, name) < 0:
+            if not getattr(self, name) >= 0:  # NaN too
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
         if self.bonus_normalization not in NORMALIZATIONS:
             raise ValueError(f"bonus_normalization must be one of {NORMALIZATIONS}, got {self.bonus_normalization!r}.")

@@ -1,12 +1,14 @@
-"""Advantage-shaping knobs shared by every trainer of the package: AsymGRPO (ALGORITHMS.md §2) and
-perplexity-based reward allocation, DiPO (§3). Each is a flag, so they compose with each other and with
-Policy Split."""
+"""Advantage- and loss-shaping knobs shared by every trainer of the package: AsymGRPO (ALGORITHMS.md §2),
+perplexity-based reward allocation, DiPO (§3), and the entropy-guided baselines TRL lacks (§4: Clip-Cov, KL-Cov,
+entropy advantage). Each is a flag, so they compose with each other and with Policy Split."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from trl import GRPOConfig
+
+POLICY_LOSSES = ("ppo", "clip_cov", "kl_cov")
 
 
 @dataclass
@@ -64,13 +66,53 @@ class AdvantageShapingConfig(GRPOConfig):
         },
     )
 
+    policy_loss: str = field(
+        default="ppo",
+        metadata={
+            "help": "'ppo': TRL's loss_type as is. 'clip_cov' / 'kl_cov' (arXiv 2505.22617): detach the gradient of "
+            "a random fraction of high-covariance tokens, or add a KL penalty to the top fraction by covariance. "
+            "One of them at a time.",
+            "choices": list(POLICY_LOSSES),
+        },
+    )
+    clip_cov_ratio: float = field(
+        default=2e-4,
+        metadata={"help": "Fraction of valid tokens Clip-Cov detaches (reference implementation: 2e-4). In (0, 1]."},
+    )
+    clip_cov_lb: float = field(
+        default=1.0, metadata={"help": "Lower bound of the covariance band Clip-Cov draws from (reference: 1)."}
+    )
+    clip_cov_ub: float = field(
+        default=5.0, metadata={"help": "Upper bound of the covariance band Clip-Cov draws from (reference: 5)."}
+    )
+    kl_cov_ratio: float = field(
+        default=2e-3,
+        metadata={
+            "help": "Fraction of valid tokens, top by covariance, that KL-Cov penalizes (paper: 2e-3 for 7B models, "
+            "2e-4 for 32B). In (0, 1]."
+        },
+    )
+    kl_cov_coef: float = field(
+        default=1.0, metadata={"help": "Coefficient of KL-Cov's |logp - old_logp| penalty (reference: 1). >= 0."}
+    )
+    entropy_advantage_alpha: float = field(
+        default=0.0,
+        metadata={
+            "help": "Entropy-based advantage (arXiv 2506.14758): A_t += min(alpha * H_t, |A_t| / kappa) with H "
+            "detached (paper: 0.4). 0 turns it off. >= 0."
+        },
+    )
+    entropy_advantage_kappa: float = field(
+        default=2.0, metadata={"help": "Clamp of the entropy advantage: at most |A_t| / kappa (paper: 2). > 0."}
+    )
+
     def __post_init__(self) -> None:
         self._validate_shaping()
         super().__post_init__()
 
     def _validate_shaping(self) -> None:
         for name in ("beta_pos", "beta_neg", "ppl_alpha"):
-            if getattr(self, name) < 0:
+            if not getattr(self, name) >= 0:  # NaN too
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
         reward_range = list(self.reward_range) if self.reward_range is not None else []
         if len(reward_range) != 2 or not float(reward_range[0]) < float(reward_range[1]):
@@ -80,6 +122,21 @@ class AdvantageShapingConfig(GRPOConfig):
         self.reward_range = [float(value) for value in reward_range]
         if int(self.ppl_queue_batches) != self.ppl_queue_batches or self.ppl_queue_batches < 1:
             raise ValueError(f"ppl_queue_batches must be an integer >= 1, got {self.ppl_queue_batches}.")
+        if self.policy_loss not in POLICY_LOSSES:
+            raise ValueError(
+                f"policy_loss must be one of {POLICY_LOSSES}, got {self.policy_loss!r}; Clip-Cov and KL-Cov are "
+                "alternative losses and cannot be combined."
+            )
+        for name in ("clip_cov_ratio", "kl_cov_ratio"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}.")
+        if not self.clip_cov_lb < self.clip_cov_ub:
+            raise ValueError(f"clip_cov_lb must be below clip_cov_ub, got {self.clip_cov_lb} >= {self.clip_cov_ub}.")
+        for name in ("kl_cov_coef", "entropy_advantage_alpha"):
+            if not getattr(self, name) >= 0:  # NaN too
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if not self.entropy_advantage_kappa > 0:
+            raise ValueError(f"entropy_advantage_kappa must be > 0, got {self.entropy_advantage_kappa}.")
         if self.asymmetric_advantages and self.multi_objective_aggregation == "normalize_then_sum":
             raise ValueError(
                 "asymmetric_advantages=True replaces the normalization of the weighted reward sum, which "

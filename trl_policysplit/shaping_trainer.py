@@ -21,10 +21,14 @@ from trl.models.utils import disable_gradient_checkpointing
 from .distributed import local_rows
 from .functional import (
     asym_advantages,
+    clip_cov_mask,
+    entropy_advantage_bonus,
     group_normalized_advantages,
+    kl_cov_mask,
     perplexity_threshold,
     reallocated_rewards,
     sequence_perplexity,
+    token_covariance,
     uniform_reward_groups,
 )
 from .shaping_config import AdvantageShapingConfig
@@ -67,6 +71,9 @@ class AdvantageShapingTrainer(GRPOTrainer):
     """
 
     _config_class: type[AdvantageShapingConfig] = AdvantageShapingConfig
+    # The micro-batch whose loss is being computed, while its policy forward has not run yet (see `_compute_loss`).
+    _loss_inputs: dict[str, Any] | None = None
+    _kl_cov_penalty: torch.Tensor | None = None
     # Policy Split shapes after its own scoring forward (to reuse its log-probs), not right after generation.
     _shape_after_generation = True
 
@@ -82,6 +89,7 @@ class AdvantageShapingTrainer(GRPOTrainer):
         super().__init__(model, reward_funcs, args, *a, **kw)
         self._rewards_per_func: torch.Tensor | None = None
         self.perplexity_queue = PerplexityQueue(args.ppl_queue_batches)
+        self._covariance_draws = 0  # seeds Clip-Cov's random token choice reproducibly
 
     # ----------------------------------------------------------------------------------------------------------
     # Hooks into GRPOTrainer
@@ -98,6 +106,30 @@ class AdvantageShapingTrainer(GRPOTrainer):
             group_size = self.num_generations if mode == "train" else self.num_generations_eval
             output = self._shape_advantages(output, mode, group_size)
         return output
+
+    def _compute_loss(self, model, inputs):
+        args = self.args
+        if args.policy_loss == "ppo" and args.entropy_advantage_alpha == 0:
+            return super()._compute_loss(model, inputs)
+        # TRL's loss reads the advantages after its policy forward, which `_get_per_token_logps_and_entropies`
+        # intercepts: the loss-shaping rules (ALGORITHMS.md §4) act there, on a copy of the micro-batch, so a batch
+        # reused by num_iterations > 1 is never shaped twice.
+        self._loss_inputs = dict(inputs)
+        try:
+            loss = super()._compute_loss(model, self._loss_inputs)
+        finally:
+            self._loss_inputs = None
+        if self._kl_cov_penalty is not None:
+            loss = loss + self._kl_cov_penalty
+            self._kl_cov_penalty = None
+        return loss
+
+    def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+        logps, entropies, aux_loss = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        inputs, self._loss_inputs = self._loss_inputs, None  # only the loss's own policy forward
+        if inputs is not None:
+            logps = self._shape_loss(inputs, logps, entropies)
+        return logps, entropies, aux_loss
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
         super()._save_optimizer_and_scheduler(output_dir)
@@ -222,6 +254,55 @@ class AdvantageShapingTrainer(GRPOTrainer):
         metrics["advantage/frac_groups_solved_all"].append(
             (has_scored & (hits | ~scored).all(dim=1)).float().mean().item()
         )
+
+    def _shape_loss(self, inputs: dict[str, Any], logps: torch.Tensor, entropies: torch.Tensor) -> torch.Tensor:
+        """Entropy advantage, Clip-Cov or KL-Cov on one micro-batch; returns the log-probs the loss will use."""
+        args = self.args
+        mode = "train" if self.model.training else "eval"
+        mask = loss_mask(inputs)
+        if args.entropy_advantage_alpha > 0:
+            bonus = entropy_advantage_bonus(
+                entropies, inputs["advantages"], args.entropy_advantage_alpha, args.entropy_advantage_kappa
+            )
+            advantages = inputs["advantages"]
+            advantages = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages
+            inputs["advantages"] = advantages + bonus.to(advantages.dtype)
+            self._metrics[mode]["entropy_advantage/mean_bonus"].append(self._global_token_mean(bonus, mask))
+        if args.policy_loss == "ppo":
+            return logps
+        advantages = inputs["advantages"]
+        old_logps = inputs.get("old_per_token_logps")
+        old_logps = logps.detach() if old_logps is None else old_logps
+        if args.policy_loss == "clip_cov":
+            # Tokens PPO already clips get no gradient anyway; the reference implementation draws among the others.
+            ratio = torch.exp(logps.detach() - old_logps)
+            token_adv = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages
+            clipped = (ratio > 1 + self.epsilon_high) & (token_adv > 0)
+            clipped |= (ratio < 1 - self.epsilon_low) & (token_adv < 0)
+            generator = torch.Generator().manual_seed(args.seed * 1_000_003 + self._covariance_draws)
+            self._covariance_draws += 1
+            selected = clip_cov_mask(
+                logps, advantages, mask, args.clip_cov_ratio, args.clip_cov_lb, args.clip_cov_ub, ~clipped, generator
+            )
+            logps = torch.where(selected, logps.detach(), logps)
+        else:
+            selected = kl_cov_mask(logps, advantages, mask, args.kl_cov_ratio)
+            penalty = args.kl_cov_coef * (logps - old_logps).abs() * selected
+            # Averaged over the micro-batch's tokens, as the reference implementation's token-mean loss.
+            accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1
+            self._kl_cov_penalty = (penalty * mask).sum() / mask.sum().clamp(min=1) / accumulation
+        metrics = self._metrics[mode]
+        metrics[f"{args.policy_loss}/frac_tokens"].append(self._global_token_mean(selected.float(), mask))
+        covariance = token_covariance(logps, advantages, mask)
+        metrics[f"{args.policy_loss}/mean_covariance"].append(self._global_token_mean(covariance, mask))
+        return logps
+
+    def _global_token_mean(self, values: torch.Tensor, mask: torch.Tensor) -> float:
+        """Mean over the valid tokens of every process (sums and counts)."""
+        valid = mask.bool()
+        stats = torch.stack([values.detach().float().masked_fill(~valid, 0.0).sum(), valid.sum().float()])
+        total, count = self.accelerator.reduce(stats, reduction="sum").tolist()
+        return total / count if count > 0 else math.nan
 
     def _replace_logged_advantages(self, advantages: torch.Tensor) -> None:
         """TRL keeps the advantages it computed for its completions table; show the shaped ones instead."""

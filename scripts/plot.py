@@ -1,0 +1,35 @@
+"""Plot a training run's metrics: per-mode reward, entropy, inter-mode KL, shaping statistics.
+
+    python scripts/plot.py runs/demo                       # -> runs/demo/plots/training.png (+ training.json)
+    python scripts/plot.py runs/demo/metrics.jsonl --output out.png
+
+RUN_DIR_OR_LOG_FILE is a metrics.jsonl, a trainer_state.json, or a run directory holding one (or a checkpoint-*
+with a trainer_state.json). Exits with status 2 and a one-line message when there is nothing to plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from trl_policysplit.plotting import plot_run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("path", metavar="RUN_DIR_OR_LOG_FILE")
+    parser.add_argument("--output", default=None, help="PNG to write (default: <run dir>/plots/training.png)")
+    args = parser.parse_args(argv)
+    try:
+        summary = plot_run(args.path, args.output)
+    except (ValueError, OSError) as error:
+        print(f"plot.py: error: {str(error).replace(chr(10), ' ')}", file=sys.stderr)
+        return 2
+    summary_file = Path(summary["image"]).with_suffix(".json")
+    print(f"wrote {summary['image']} and {summary_file}: panels {', '.join(summary['panels'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
