@@ -7,7 +7,14 @@ import os
 
 import pytest
 import torch
-from tiny import conversational_dataset, digit_reward, length_reward, text_dataset, trainer_settings
+from tiny import (
+    conversational_dataset,
+    digit_reward,
+    length_reward,
+    text_dataset,
+    trainer_logps,
+    trainer_settings,
+)
 
 from trl_policysplit import PolicySplitConfig, PolicySplitTrainer
 from trl_policysplit.functional import clamp_by_advantage, policy_split_internal_reward
@@ -65,25 +72,6 @@ def surprisals(trainer: PolicySplitTrainer, batch: dict) -> torch.Tensor:
     width = batch["completion_ids"].size(1)
     logps = torch.log_softmax(logits[:, -width - 1 : -1].float() / trainer.temperature, dim=-1)
     return -logps.gather(-1, batch["completion_ids"].unsqueeze(-1)).squeeze(-1)
-
-
-def scored_surprisals(trainer: PolicySplitTrainer, batch: dict) -> torch.Tensor:
-    """-log p of every completion token through TRL's scoring function, on the same rows and chunks as the trainer.
-
-    The internal reward z-scores surprisals whose spread is small on the near-uniform tiny model, which amplifies
-    float32 noise between scoring paths: checking its math needs the very surprisals the trainer used.
-    """
-    input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
-    attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
-    with torch.no_grad():
-        logps, _, _ = trainer._get_per_token_logps_and_entropies(
-            trainer.model,
-            input_ids,
-            attention_mask,
-            batch["completion_ids"].size(1),
-            batch_size=trainer.args.per_device_train_batch_size,
-        )
-    return -logps
 
 
 def test_every_question_trains_4n_sequences_with_the_right_context_and_completion(tiny_model_dir, tmp_path):
@@ -151,7 +139,7 @@ def test_advantages_are_grpo_plus_the_clamped_internal_reward_of_each_context(ti
     assert torch.equal(advantages[normal_rows][mask[normal_rows]], full_base[normal_rows][mask[normal_rows]])
 
     # HE-context rows (Q2, Q4) differ by eta_high * b~, b recomputed here from the surprisals, clamped by |A| / kappa.
-    surprisal = scored_surprisals(trainer, batch)
+    surprisal = -trainer_logps(trainer, batch)  # the trainer's own numbers, see tiny.trainer_logps
     torch.testing.assert_close(surprisal * mask, surprisals(trainer, batch) * mask, atol=3e-3, rtol=1e-3)
     high_rows = torch.cat([torch.arange(BATCH)[context[:BATCH]], torch.arange(BATCH, 2 * BATCH)[context[BATCH:]]])
     # Order HE-context rows question by question: Q2 then Q4 rows of each question form its HE group.

@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from tiny import conversational_dataset, trainer_settings
+from tiny import conversational_dataset, trainer_logps, trainer_settings
 
 from trl_policysplit import (
     AsymGRPOConfig,
@@ -44,7 +44,7 @@ def out_of_range_reward(completions, **kwargs) -> list[float]:
 
 
 def settings(tmp_path, **overrides) -> dict:
-    return trainer_settings(tmp_path, per_device_train_batch_size=BATCH, num_generations=GROUP, **overrides)
+    return trainer_settings(tmp_path, **{"per_device_train_batch_size": BATCH, "num_generations": GROUP, **overrides})
 
 
 def build(trainer_class, config_class, model_dir, tmp_path, reward_funcs=patterned_reward, **overrides):
@@ -63,20 +63,9 @@ def generation_batch(trainer) -> dict:
 
 
 def perplexities(trainer, batch: dict) -> torch.Tensor:
-    """exp(mean surprisal) of each completion, through TRL's scoring function on the same rows as the trainer: the
-    argmax over a group must not depend on float32 noise between scoring paths."""
-    input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
-    attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
-    with torch.no_grad():
-        logps, _, _ = trainer._get_per_token_logps_and_entropies(
-            trainer.model,
-            input_ids,
-            attention_mask,
-            batch["completion_ids"].size(1),
-            batch_size=trainer.args.per_device_train_batch_size,
-        )
+    """exp(mean surprisal) of each completion, from the trainer's own log-probs (see `tiny.trainer_logps`)."""
     mask = batch["completion_mask"].float()
-    return (-(logps * mask).sum(1) / mask.sum(1)).exp()
+    return (-(trainer_logps(trainer, batch) * mask).sum(1) / mask.sum(1)).exp()
 
 
 # Hand-computed asymmetric advantages of the pattern: p = 1/4 then p = 3/4.
@@ -320,3 +309,13 @@ def test_bad_shaping_knobs_are_value_errors(tmp_path, config_class, overrides, m
         overrides = {**overrides, "asymmetric_advantages": True}
     with pytest.raises(ValueError, match=message):
         config_class(**settings(tmp_path, **overrides))
+
+
+def test_dipo_with_one_question_per_device_batch(tiny_model_dir, tmp_path):
+    """One group per batch: the reallocation masks must be fresh tensors, not views of one group's row."""
+    trainer = build(
+        DiPOTrainer, DiPOConfig, tiny_model_dir, tmp_path, reward_funcs=all_wrong_reward, per_device_train_batch_size=4
+    )
+    _prefill(trainer, below_correct=1e6, above_wrong=1e9)
+    batch = generation_batch(trainer)
+    assert int((batch["advantages"] > 0).sum()) == 1 and int((batch["advantages"] < 0).sum()) == GROUP - 1

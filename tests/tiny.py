@@ -106,3 +106,24 @@ def trainer_settings(tmp_path, **overrides) -> dict:
     }
     values.update(overrides)
     return values
+
+
+def trainer_logps(trainer, batch: dict):
+    """Log-probs of every completion token through the trainer's own scoring function, on the same rows and chunks.
+
+    Checks of the shaping math need the very numbers the trainer used: the near-uniform tiny model's surprisals have
+    a small spread, so float32 noise between scoring paths is amplified by a z-score or decides an argmax.
+    """
+    import torch
+
+    input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+    attention_mask = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+    with torch.no_grad():
+        logps, _, _ = trainer._get_per_token_logps_and_entropies(
+            trainer.model,
+            input_ids,
+            attention_mask,
+            batch["completion_ids"].size(1),
+            batch_size=trainer.args.per_device_train_batch_size,
+        )
+    return logps

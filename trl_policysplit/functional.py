@@ -304,8 +304,8 @@ def reallocated_rewards(
     down = hits.all(dim=1) & (mean_ppl > tau)
     highest = F.one_hot(grouped.argmax(dim=1), group_size).bool()
     flipped = torch.where(up.unsqueeze(1), highest, torch.where(down.unsqueeze(1), ~highest, hits))
-    active = (up | down).unsqueeze(1).expand(-1, group_size)
-    return flipped.float().reshape(-1), active.reshape(-1)
+    active = (up | down).repeat_interleave(group_size)  # a new tensor: callers may update it in place
+    return flipped.float().reshape(-1), active
 
 
 # ----------------------------------------------------------------------------------------------------------------

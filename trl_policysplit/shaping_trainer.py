@@ -189,7 +189,7 @@ class AdvantageShapingTrainer(GRPOTrainer):
         reallocated, active = reallocated_rewards(correct, ppl, group_size, tau if valid else None)
         # Only groups with no signal of their own: every completion scored and all rewards equal.
         fully_scored = scored.reshape(-1, group_size).all(dim=1).repeat_interleave(group_size)
-        active &= uniform_reward_groups(rewards, group_size) & fully_scored
+        active = active & uniform_reward_groups(rewards, group_size) & fully_scored
         if args.asymmetric_advantages:
             rule = asym_advantages(reallocated, group_size, args.beta_pos, args.beta_neg)
         else:

@@ -1,0 +1,690 @@
+"""Cost benchmark: step time, peak memory and a per-phase breakdown of each trainer, as ratios to `GRPOTrainer`.
+
+    python scripts/benchmark.py overhead --quick --output overhead.json
+
+Every trainer gets the same model, data, seed, `num_generations` and batch settings. Each run is its own process
+(so peak memory is per trainer) and runs are interleaved, GRPO then a method, GRPO then the next method, ..., round
+after round, so that drift of a shared machine hits GRPO and the methods alike. The first steps of each run are
+warm-up; the report takes medians over the remaining steps of all rounds.
+
+Phases of a step (seconds, exclusive: a nested phase is charged to the innermost one):
+
+- ``generation_s``: TRL's `_generate` (tokenize, sample, decode);
+- ``scoring_s``: forward passes without gradient (`_get_per_token_logps_and_entropies` under `torch.no_grad`):
+  Policy Split's scoring of every row under both contexts, DiPO's sampling log-probs, TRL's old/ref log-probs;
+- ``loss_s``: `training_step` minus the batch preparation it does first, i.e. the loss forward and backward;
+- ``shaping_s``: every call into the functional core (`functional.py`, `distributed.py`) from the trainers;
+- ``other_s``: the rest of the step: rewards, tokenizing, batch plumbing, metrics, the optimizer step.
+
+Each number is its own median, so the phases need not add up to the step time exactly.
+
+Memory, per run: on CPU the peak RSS while training (the kernel's high-water mark, reset when training starts), which
+the model and the libraries dominate, and the growth of RSS over its value when training starts (after the model is
+loaded): what the trainer itself adds. On GPU the same from `torch.cuda.max_memory_allocated`.
+
+The JSON report: ``device``, ``settings``, ``order`` (every run, in the order they ran), ``grpo`` (medians), and per
+method ``step_time_ratio``, ``peak_memory_ratio``, ``memory_growth_ratio`` (to its baseline, ``grpo``), the medians
+(``step_time_s``, ``phases``, ``shaping_fraction``, memory in MB), ``step_time_ratio_per_round`` (against the baseline
+run just before it), ``targets`` and ``within_targets`` (the issue's cost targets); ``runs`` holds the raw records.
+
+``dipo_old_logps`` (in the full run, not in --quick) is DiPO against GRPO with num_iterations=2, where TRL computes
+old log-probs for both and DiPO needs no forward pass of its own; plain ``dipo`` (one generation per step, no old
+log-probs) pays one no-grad forward for its perplexities. Such runs repeat a generate-then-reuse cycle, and each
+cycle's mean counts as one step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import gc
+import importlib
+import inspect
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+# name -> (trainer of `cli.TRAINERS`, config overrides). `*_old_logps` runs use num_iterations=2, where TRL computes
+# old log-probs itself, so DiPO's perplexities need no forward of their own (the setting of DiPO's cost target).
+RUNS: dict[str, tuple[str, dict[str, Any]]] = {
+    "grpo": ("grpo", {}),
+    "policy_split": ("policy_split", {}),
+    "asym_grpo": ("asym_grpo", {}),
+    "dipo": ("dipo", {}),
+    "grpo_old_logps": ("grpo", {"num_iterations": 2}),
+    "dipo_old_logps": ("dipo", {"num_iterations": 2}),
+}
+METHODS = ("policy_split", "asym_grpo", "dipo", "dipo_old_logps")
+BASELINES = {"dipo_old_logps": "grpo_old_logps"}
+PHASES = ("generation_s", "scoring_s", "loss_s", "shaping_s", "other_s")
+# The issue's cost targets (ratios to GRPO; shaping_fraction: functional-core seconds over step seconds).
+TARGETS: dict[str, dict[str, float]] = {
+    "policy_split": {"step_time_ratio": 1.4, "peak_memory_ratio": 1.25, "shaping_fraction": 0.01},
+    "asym_grpo": {"step_time_ratio": 1.01, "shaping_fraction": 0.01},
+    "dipo": {"step_time_ratio": 1.05, "shaping_fraction": 0.01},
+    "dipo_old_logps": {"step_time_ratio": 1.05, "shaping_fraction": 0.01},
+}
+# Where the trainers call the functional core; rebinding these module globals times every call.
+TRAINER_MODULES = (
+    "trl_policysplit.policy_split_trainer",
+    "trl_policysplit.shaping_trainer",
+    "trl_policysplit.asym_grpo",
+)
+FUNCTIONAL_MODULES = ("trl_policysplit.functional", "trl_policysplit.distributed")
+
+DEFAULTS: dict[str, Any] = {
+    "model": "smollm2-135m-instruct",
+    "rounds": 3,
+    "steps": 4,
+    "warmup": 1,
+    "num_generations": 4,
+    "questions_per_step": 2,
+    "max_completion_length": 64,
+    "gradient_accumulation_steps": 1,
+    "threads": 1,
+    "trainers": list(METHODS),
+}
+QUICK: dict[str, Any] = {
+    **DEFAULTS,
+    "rounds": 1,
+    "steps": 2,
+    "max_completion_length": 32,
+    "trainers": ["policy_split", "asym_grpo", "dipo"],
+}
+REWARD_FUNCS = ["arithmetic", "format"]
+REWARD_WEIGHTS = [1.0, 0.25]  # the demo recipe's
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Aggregation (pure: records in, numbers out)
+
+
+def steps_per_cycle(gradient_accumulation_steps: int, steps_per_generation: int | None, num_iterations: int) -> int:
+    """Optimizer steps after which the generate/reuse pattern repeats (1 unless a generation is reused)."""
+    generate_every = (steps_per_generation or gradient_accumulation_steps) * num_iterations
+    return math.lcm(gradient_accumulation_steps, generate_every) // gradient_accumulation_steps
+
+
+def cycle_means(steps: Sequence[Mapping[str, Any]]) -> list[dict[str, float]]:
+    """Measured (non-warm-up) steps averaged per cycle, so that generation and reuse steps weigh alike.
+
+    Each step is ``{"cycle": int, "warmup": bool, "step_s": float, <phase>: float, ...}``; numeric fields are
+    averaged. With one step per cycle this is the measured steps themselves.
+    """
+    groups: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
+    for step in steps:
+        if not step.get("warmup", False):
+            groups[step["cycle"]].append(step)
+    means = []
+    for cycle in sorted(groups):
+        rows = groups[cycle]
+        keys = [
+            key for key, value in rows[0].items() if isinstance(value, float | int) and not isinstance(value, bool)
+        ]
+        means.append({key: statistics.fmean(float(row[key]) for row in rows) for key in keys if key != "cycle"})
+    return means
+
+
+def summarize(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Medians over the measured steps (cycles) of all runs of one trainer, and over the runs' memory peaks."""
+    cycles = [cycle for run in runs for cycle in cycle_means(run["steps"])]
+    if not cycles:
+        raise ValueError(f"no measured steps in the runs of {runs[0]['name'] if runs else '?'}; lower --warmup")
+    summary: dict[str, Any] = {
+        "runs": len(runs),
+        "measured_steps": len(cycles),
+        "step_time_s": statistics.median(cycle["step_s"] for cycle in cycles),
+        "phases": {phase: statistics.median(cycle.get(phase, 0.0) for cycle in cycles) for phase in PHASES},
+        "shaping_fraction": statistics.median(cycle.get("shaping_s", 0.0) / cycle["step_s"] for cycle in cycles),
+    }
+    for key in ("peak_memory_mb", "memory_growth_mb", "peak_rss_mb", "rss_growth_mb"):
+        values = [run["memory"][key] for run in runs if run["memory"].get(key) is not None]
+        if values:
+            summary[key] = statistics.median(values)
+    return summary
+
+
+def ratio(value: float, baseline: float) -> float:
+    """``value / baseline``; NaN when the baseline is not positive (nothing to compare with)."""
+    return value / baseline if baseline > 0 else math.nan
+
+
+def paired_step_ratios(runs: Sequence[Mapping[str, Any]], method: str, baseline: str) -> list[float]:
+    """Per round: the method's median step time over that of the baseline run just before it in the order."""
+    ratios = []
+    previous: Mapping[str, Any] | None = None
+    for run in runs:
+        if run["name"] == method and previous is not None and previous["name"] == baseline:
+            ratios.append(ratio(summarize([run])["step_time_s"], summarize([previous])["step_time_s"]))
+        previous = run
+    return ratios
+
+
+def compare(method: Mapping[str, Any], baseline: Mapping[str, Any]) -> dict[str, float]:
+    """The method's cost relative to its baseline's."""
+    ratios = {
+        "step_time_ratio": ratio(method["step_time_s"], baseline["step_time_s"]),
+        "peak_memory_ratio": ratio(method.get("peak_memory_mb", math.nan), baseline.get("peak_memory_mb", math.nan)),
+        "memory_growth_ratio": ratio(
+            method.get("memory_growth_mb", math.nan), baseline.get("memory_growth_mb", math.nan)
+        ),
+    }
+    if "rss_growth_mb" in method and "rss_growth_mb" in baseline:
+        ratios["rss_growth_ratio"] = ratio(method["rss_growth_mb"], baseline["rss_growth_mb"])
+    return ratios
+
+
+def within_targets(name: str, entry: Mapping[str, Any]) -> dict[str, bool]:
+    """Each of the issue's targets for this method: is the measured value at most the target?"""
+    return {key: bool(entry[key] <= limit) for key, limit in TARGETS.get(name, {}).items()}
+
+
+def interleaved_order(methods: Sequence[str], rounds: int) -> list[list[str]]:
+    """Run names of each round: the method's baseline right before each method."""
+    return [[item for method in methods for item in (BASELINES.get(method, "grpo"), method)] for _ in range(rounds)]
+
+
+def build_report(runs: Sequence[Mapping[str, Any]], methods: Sequence[str]) -> dict[str, Any]:
+    """Per baseline its medians, per method its medians and ratios to its baseline (see the module docstring)."""
+    by_name: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for run in runs:
+        by_name[run["name"]].append(run)
+    report: dict[str, Any] = {}
+    for method in methods:
+        baseline = BASELINES.get(method, "grpo")
+        if baseline not in report:
+            report[baseline] = summarize(by_name[baseline])
+        summary = summarize(by_name[method])
+        entry = {"baseline": baseline, **compare(summary, report[baseline]), **summary}
+        entry["step_time_ratio_per_round"] = paired_step_ratios(runs, method, baseline)
+        entry["targets"] = TARGETS.get(method, {})
+        entry["within_targets"] = within_targets(method, entry)
+        report[method] = entry
+    return report
+
+
+def format_table(report: Mapping[str, Any], names: Sequence[str]) -> str:
+    """A fixed-width table of the report: one row per trainer, baselines first."""
+    header = (
+        f"{'trainer':<16}{'step s':>8}{'x base':>8}{'peak MB':>9}{'x base':>8}{'grow MB':>9}{'x base':>8}"
+        f"{'gen s':>8}{'score s':>8}{'loss s':>8}{'shape ms':>9}{'other s':>8}{'shape %':>8}  targets"
+    )
+    lines = [header, "-" * len(header)]
+    for name in names:
+        entry = report[name]
+        phases = entry["phases"]
+        targets = ", ".join(
+            f"{key.replace('_ratio', '').replace('_fraction', '')} {'ok' if ok else 'MISSED'}"
+            for key, ok in entry.get("within_targets", {}).items()
+        )
+        lines.append(
+            f"{name:<16}{entry['step_time_s']:>8.3f}{entry.get('step_time_ratio', 1.0):>8.3f}"
+            f"{entry.get('peak_memory_mb', math.nan):>9.0f}{entry.get('peak_memory_ratio', 1.0):>8.3f}"
+            f"{entry.get('memory_growth_mb', math.nan):>9.0f}{entry.get('memory_growth_ratio', 1.0):>8.3f}"
+            f"{phases['generation_s']:>8.3f}{phases['scoring_s']:>8.3f}{phases['loss_s']:>8.3f}"
+            f"{phases['shaping_s'] * 1000:>9.2f}{phases['other_s']:>8.3f}{entry['shaping_fraction'] * 100:>8.3f}"
+            f"  {targets}"
+        )
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Worker: one trainer, one process
+
+
+class PhaseTimer:
+    """Exclusive wall time per phase: time in a nested region is charged to the innermost region only."""
+
+    def __init__(self, synchronize: Callable[[], None] | None = None) -> None:
+        self.totals: dict[str, float] = defaultdict(float)
+        self._stack: list[list[Any]] = []  # [phase, seconds spent in nested regions]
+        self._synchronize = synchronize or (lambda: None)
+
+    @contextlib.contextmanager
+    def region(self, phase: str) -> Iterator[None]:
+        self._synchronize()  # on GPU, charge queued kernels to the region that launched them
+        start = time.perf_counter()
+        self._stack.append([phase, 0.0])
+        try:
+            yield
+        finally:
+            self._synchronize()
+            elapsed = time.perf_counter() - start
+            _, nested = self._stack.pop()
+            self.totals[phase] += elapsed - nested
+            if self._stack:
+                self._stack[-1][1] += elapsed
+
+    def wrap(self, function: Callable, phase: str, when: Callable[[], bool] | None = None) -> Callable:
+        @functools.wraps(function)
+        def timed(*args, **kwargs):
+            if when is not None and not when():
+                return function(*args, **kwargs)
+            with self.region(phase):
+                return function(*args, **kwargs)
+
+        return timed
+
+    def take(self) -> dict[str, float]:
+        """The totals since the last call, and start afresh."""
+        totals, self.totals = dict(self.totals), defaultdict(float)
+        return totals
+
+
+@contextlib.contextmanager
+def timed_functional_core(timer: PhaseTimer) -> Iterator[list[str]]:
+    """Charge every functional-core call of the trainer modules to ``shaping``; yields the wrapped names."""
+    core = {importlib.import_module(name).__name__ for name in FUNCTIONAL_MODULES}
+    patched: list[tuple[Any, str, Any]] = []
+    for module_name in TRAINER_MODULES:
+        module = importlib.import_module(module_name)
+        for attribute, value in list(vars(module).items()):
+            if inspect.isfunction(value) and value.__module__ in core:
+                patched.append((module, attribute, value))
+                setattr(module, attribute, timer.wrap(value, "shaping"))
+    try:
+        yield sorted({f"{value.__module__.rsplit('.', 1)[-1]}.{value.__name__}" for _, _, value in patched})
+    finally:
+        for module, attribute, value in patched:
+            setattr(module, attribute, value)
+
+
+def instrument(trainer: Any, timer: PhaseTimer) -> None:
+    """Time the trainer's phases by wrapping its methods on the instance (TRL calls them through ``self``)."""
+    import torch
+
+    trainer.training_step = timer.wrap(trainer.training_step, "loss")
+    trainer._prepare_inputs = timer.wrap(trainer._prepare_inputs, "prepare")
+    trainer._generate = timer.wrap(trainer._generate, "generation")
+    trainer._get_per_token_logps_and_entropies = timer.wrap(
+        trainer._get_per_token_logps_and_entropies, "scoring", when=lambda: not torch.is_grad_enabled()
+    )
+
+
+def _proc_status_mb(field: str) -> float | None:
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's RSS high-water mark (Linux), so the peak is that of training, not of model loading."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _max_rss_mb() -> float:
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss / 1024 / 1024 if sys.platform == "darwin" else maxrss / 1024  # bytes on macOS, KiB on Linux
+
+
+def _step_recorder(timer: PhaseTimer, synchronize: Callable[[], None], cycle: int, warmup_steps: int) -> Any:
+    from transformers import TrainerCallback
+
+    class StepRecorder(TrainerCallback):
+        """Wall time and phase totals of each optimizer step; memory at the start and the peak of training."""
+
+        def __init__(self) -> None:
+            self.steps: list[dict[str, Any]] = []
+            self.memory: dict[str, Any] = {}
+            self._start = 0.0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            import torch
+
+            gc.collect()
+            self.memory["rss_at_train_start_mb"] = _proc_status_mb("VmRSS")
+            self.memory["rss_peak_scope"] = "training" if _reset_peak_rss() else "process"
+            if torch.cuda.is_available() and args.device.type == "cuda":
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+                self.memory["cuda_at_train_start_mb"] = torch.cuda.memory_allocated() / 2**20
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            synchronize()
+            timer.take()
+            self._start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            synchronize()
+            step_s = time.perf_counter() - self._start
+            totals = timer.take()
+            index = len(self.steps)
+            record = {"step": index, "cycle": index // cycle, "warmup": index < warmup_steps, "step_s": step_s}
+            for phase in ("generation", "scoring", "loss", "shaping"):
+                record[f"{phase}_s"] = totals.get(phase, 0.0)
+            record["other_s"] = step_s - sum(
+                record[f"{phase}_s"] for phase in ("generation", "scoring", "loss", "shaping")
+            )
+            self.steps.append(record)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            import torch
+
+            memory = self.memory
+            hwm = _proc_status_mb("VmHWM") if memory["rss_peak_scope"] == "training" else None
+            memory["peak_rss_mb"] = hwm if hwm is not None else _max_rss_mb()
+            memory["process_peak_rss_mb"] = _max_rss_mb()
+            start = memory["rss_at_train_start_mb"]
+            memory["rss_growth_mb"] = memory["peak_rss_mb"] - start if start is not None else None
+            if "cuda_at_train_start_mb" in memory:
+                memory["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+                memory["cuda_growth_mb"] = memory["cuda_peak_mb"] - memory["cuda_at_train_start_mb"]
+                memory["peak_memory_mb"], memory["memory_growth_mb"] = memory["cuda_peak_mb"], memory["cuda_growth_mb"]
+            else:
+                memory["peak_memory_mb"], memory["memory_growth_mb"] = memory["peak_rss_mb"], memory["rss_growth_mb"]
+
+    return StepRecorder()
+
+
+def run_worker(name: str, settings: Mapping[str, Any], result_path: str) -> None:
+    """Train one run of the benchmark and write its per-step records and memory to ``result_path`` (JSON)."""
+    import torch
+    from trl import ModelConfig
+
+    from . import cli
+
+    if settings["device"] == "cpu" and settings.get("threads"):
+        torch.set_num_threads(settings["threads"])
+    trainer_name, overrides = RUNS[name]
+    if trainer_name == "grpo":  # the reference is TRL's own class, not the CLI's grpo (which adds opt-in flags)
+        from trl import GRPOConfig, GRPOTrainer
+
+        config_class, trainer_class = GRPOConfig, GRPOTrainer
+    else:
+        config_class, trainer_class = cli.TRAINERS[trainer_name]
+    on_gpu = settings["device"] == "cuda"
+    synchronize = torch.cuda.synchronize if on_gpu else (lambda: None)
+    ga = settings["gradient_accumulation_steps"]
+    cycle = steps_per_cycle(ga, overrides.get("steps_per_generation"), overrides.get("num_iterations", 1))
+    warmup_steps = cycle * math.ceil(settings["warmup"] / cycle)
+    max_steps = warmup_steps + cycle * math.ceil(settings["steps"] / cycle)
+    length = settings["max_completion_length"]
+
+    values: dict[str, Any] = {
+        "output_dir": str(Path(result_path).with_suffix("")) + "-out",
+        "max_steps": max_steps,
+        "per_device_train_batch_size": settings["questions_per_step"] * settings["num_generations"],
+        "gradient_accumulation_steps": ga,
+        "num_generations": settings["num_generations"],
+        "max_completion_length": length,
+        "temperature": 1.0,
+        "learning_rate": 1e-5,
+        "lr_scheduler_type": "constant",
+        "beta": 0.0,
+        "seed": settings["seed"],
+        "reward_weights": REWARD_WEIGHTS,
+        "bf16": on_gpu,
+        "use_cpu": not on_gpu,
+        "activation_checkpointing": False,
+        "save_strategy": "no",
+        "report_to": "none",
+        "logging_steps": 1,
+        "disable_tqdm": True,
+        "model_init_kwargs": {"dtype": settings["dtype"]},
+        **overrides,
+    }
+    if settings["fixed_length"]:  # same tokens per step for every trainer, whatever the policy learns
+        values["generation_kwargs"] = {"min_new_tokens": length}
+    if "reward_range" in {f.name for f in config_class.__dataclass_fields__.values()}:
+        values["reward_range"] = [0.0, sum(REWARD_WEIGHTS)]  # the asymmetric rule maps the total reward to [0, 1]
+    config = config_class(**values)
+
+    timer = PhaseTimer(synchronize if on_gpu else None)
+    recorder = _step_recorder(timer, synchronize, cycle, warmup_steps)
+    trainer = trainer_class(
+        model=settings["model_path"],
+        reward_funcs=cli.build_reward_funcs(REWARD_FUNCS),
+        args=config,
+        train_dataset=cli.load_split(cli.ScriptArguments(), "train"),
+        processing_class=cli.load_tokenizer(settings["model_path"], ModelConfig()),
+        callbacks=[recorder],
+    )
+    instrument(trainer, timer)
+    with timed_functional_core(timer) as wrapped:
+        trainer.train()
+    result = {
+        "name": name,
+        "trainer": trainer_name,
+        "overrides": overrides,
+        "steps_per_cycle": cycle,
+        "steps": recorder.steps,
+        "memory": recorder.memory,
+        "shaping_functions": wrapped,
+    }
+    Path(result_path).write_text(json.dumps(result, indent=1) + "\n")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Orchestration
+
+
+def _device_description(device: str, threads: int | None) -> str:
+    import torch
+
+    if device == "cuda":
+        return f"cuda: {torch.cuda.get_device_name()} (torch {torch.__version__})"
+    return (
+        f"cpu: {platform.machine()}, {os.cpu_count()} cores, {threads or torch.get_num_threads()} torch threads "
+        f"per run (torch {torch.__version__})"
+    )
+
+
+def finite_or_none(value: Any) -> Any:
+    """The report with NaN and infinities as null, so that the file is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_none(item) for item in value]
+    return value
+
+
+def _run_subprocess(name: str, settings: Mapping[str, Any], workdir: Path, index: int) -> dict[str, Any]:
+    result_path = workdir / f"{index:03d}-{name}.json"
+    log_path = workdir / f"{index:03d}-{name}.log"
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    if settings["device"] == "cpu" and settings.get("threads"):
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(settings["threads"])
+    command = [
+        sys.executable,
+        "-m",
+        "trl_policysplit.benchmark",
+        "_worker",
+        name,
+        json.dumps(settings),
+        str(result_path),
+    ]
+    with log_path.open("w") as log:
+        completed = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    if completed.returncode != 0:
+        tail = "".join(log_path.read_text().splitlines(keepends=True)[-30:])
+        raise RuntimeError(f"the {name} run failed (exit {completed.returncode}); end of its log {log_path}:\n{tail}")
+    return {**json.loads(result_path.read_text()), "index": index}
+
+
+def run_overhead(options: Mapping[str, Any], log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the interleaved benchmark and return the report (see the module docstring for its fields)."""
+    import torch
+
+    from .cli import resolve_model
+
+    if options["num_generations"] % 2:
+        raise ValueError(
+            f"--num-generations must be even (Policy Split trains half per mode), got {options['num_generations']}"
+        )
+    device = options["device"]
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    settings = {
+        "model": options["model"],
+        "model_path": resolve_model(options["model"]),
+        "device": device,
+        "dtype": options["dtype"] or ("bfloat16" if device == "cuda" else "float32"),
+        "dataset": "arithmetic (built-in, level 1, 80 training questions, dataset seed 0)",
+        "reward_funcs": REWARD_FUNCS,
+        "reward_weights": REWARD_WEIGHTS,
+        "num_generations": options["num_generations"],
+        "questions_per_step": options["questions_per_step"],
+        "per_device_train_batch_size": options["questions_per_step"] * options["num_generations"],
+        "gradient_accumulation_steps": options["gradient_accumulation_steps"],
+        "threads": options["threads"],
+        "max_completion_length": options["max_completion_length"],
+        "fixed_length": options["fixed_length"],
+        "temperature": 1.0,
+        "learning_rate": 1e-5,
+        "beta": 0.0,
+        "seed": options["seed"],
+        "rounds": options["rounds"],
+        "warmup": options["warmup"],
+        "steps": options["steps"],
+        "quick": options["quick"],
+        "run_overrides": {name: RUNS[name][1] for name in RUNS},
+    }
+    methods = list(dict.fromkeys(options["trainers"]))
+    rounds = interleaved_order(methods, options["rounds"])
+    order = [name for names in rounds for name in names]
+    started = time.perf_counter()
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="trl-policysplit-benchmark-") as workdir:
+        for index, name in enumerate(order):
+            run_started = time.perf_counter()
+            run = _run_subprocess(name, settings, Path(workdir), index)
+            run["round"] = index // len(rounds[0])
+            runs.append(run)
+            steps = [step["step_s"] for step in run["steps"] if not step["warmup"]]
+            log(
+                f"[benchmark] run {index + 1}/{len(order)} (round {run['round'] + 1}) {name}: "
+                f"{time.perf_counter() - run_started:.1f} s, step {statistics.median(steps):.3f} s, "
+                f"peak {run['memory']['peak_memory_mb']:.0f} MB"
+            )
+    report = {
+        "benchmark": "overhead",
+        "device": _device_description(device, options["threads"]),
+        "memory_metric": (
+            "peak_memory_mb: torch.cuda.max_memory_allocated during training"
+            if device == "cuda"
+            else "peak_memory_mb: peak RSS during training (VmHWM, reset when training starts; whole-process "
+            "ru_maxrss where it cannot be reset), dominated by the model and libraries on CPU"
+        )
+        + "; memory_growth_mb: that peak minus the memory at the start of training (after the model is loaded), "
+        "what the trainer's own buffers add. Ratios are to the baseline's medians.",
+        "settings": settings,
+        "order": order,
+        "order_per_round": rounds[0],
+        "wall_time_s": time.perf_counter() - started,
+        **build_report(runs, methods),
+        "runs": runs,
+    }
+    return report
+
+
+def _resolve_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Command-line values, with --quick's or the full defaults where a flag is not given."""
+    defaults = QUICK if args.quick else DEFAULTS
+    options = {key: getattr(args, key) if getattr(args, key) is not None else value for key, value in defaults.items()}
+    options.update(
+        quick=args.quick, device=args.device, dtype=args.dtype, seed=args.seed, fixed_length=args.fixed_length
+    )
+    return options
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="benchmark.py", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    overhead = commands.add_parser(
+        "overhead",
+        help="step time, peak memory and phases of each trainer against GRPOTrainer",
+        description="Step time, peak memory and per-phase seconds of each trainer as ratios to GRPOTrainer; runs are "
+        "interleaved (GRPO, method, GRPO, method, ...) in separate processes. Defaults: "
+        + ", ".join(f"{key} {value}" for key, value in DEFAULTS.items())
+        + "; --quick: "
+        + ", ".join(f"{key} {value}" for key, value in QUICK.items() if DEFAULTS[key] != value),
+    )
+    overhead.add_argument("--quick", action="store_true", help="small settings: a few minutes on 2 CPU cores")
+    overhead.add_argument("--model", help="built-in smollm2-135m-instruct (default), a hub id or a local directory")
+    overhead.add_argument("--rounds", type=int, help="rounds of (GRPO, method) pairs")
+    overhead.add_argument("--steps", type=int, help="measured optimizer steps per run")
+    overhead.add_argument("--warmup", type=int, help="steps skipped at the start of each run")
+    overhead.add_argument("--num-generations", type=int, help="completions per question (even)")
+    overhead.add_argument("--questions-per-step", type=int, help="questions per device batch")
+    overhead.add_argument("--max-completion-length", type=int, help="tokens per completion")
+    overhead.add_argument("--gradient-accumulation-steps", type=int, help="micro-batches per optimizer step")
+    overhead.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads per run on CPU; default 1: on a shared machine, more threads stall each other and the "
+        "timings swing by several times; 0: torch's default",
+    )
+    overhead.add_argument("--trainers", nargs="+", choices=METHODS, help="methods to compare with GRPO")
+    overhead.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    overhead.add_argument("--dtype", help="model dtype (default: float32 on CPU, bfloat16 on GPU)")
+    overhead.add_argument("--seed", type=int, default=0)
+    overhead.add_argument(
+        "--variable-length",
+        dest="fixed_length",
+        action="store_false",
+        help="let completions stop at EOS (default: min_new_tokens = max length, the same tokens for every trainer)",
+    )
+    overhead.add_argument("--output", help="write the JSON report here")
+    commands.add_parser("learning", help="learning-curve comparison (not implemented yet)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["_worker"]:  # internal: one run, started by `overhead`
+        _, name, settings, result_path = argv
+        run_worker(name, json.loads(settings), result_path)
+        return 0
+    args = build_parser().parse_args(argv)
+    if args.command == "learning":
+        print("benchmark learning: not implemented yet", file=sys.stderr)
+        return 2
+    from .cli import CLIError
+
+    try:
+        report = run_overhead(_resolve_options(args))
+    except (CLIError, ValueError, RuntimeError) as error:
+        print(f"benchmark: error: {error}", file=sys.stderr)
+        return 2
+    names = [name for name in report if isinstance(report[name], dict) and "step_time_s" in report[name]]
+    order = " ".join(report["order_per_round"])
+    print(f"\n{report['device']}; wall time {report['wall_time_s']:.0f} s; order per round: {order}")
+    print(format_table(report, names))
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(json.dumps(finite_or_none(report), indent=1) + "\n")
+        print(f"[benchmark] report: {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
