@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from trl_policysplit import benchmark
+from trl_policysplit import benchmark, learning
 from trl_policysplit.benchmark import (
     PHASES,
     PhaseTimer,
@@ -168,11 +168,6 @@ def test_functional_core_calls_are_timed_where_the_trainers_look_them_up_and_res
     assert functional.clamp_by_advantage is original  # the core module itself is never touched
 
 
-def test_learning_is_reserved(capsys):
-    assert main(["learning"]) == 2
-    assert "not implemented yet" in capsys.readouterr().err
-
-
 # ----------------------------------------------------------------------------------------------------------------
 # Smoke run
 
@@ -224,3 +219,193 @@ def test_overhead_quick_on_the_tiny_model_writes_a_well_formed_report(tiny_model
     assert report["dipo"]["phases"]["scoring_s"] > 0  # no old log-probs from TRL here: DiPO's own forward
     assert report["grpo"]["phases"]["scoring_s"] == 0
     assert len(report["runs"]) == 6 and all(len(run["steps"]) == 2 for run in report["runs"])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Learning benchmark: aggregation on hand-made histories, and a smoke run
+
+
+def _history() -> list[dict]:
+    nan = float("nan")
+    return [
+        {"step": 1, "reward": 0.0, "entropy": 2.0, "policy_split/kl_normal_to_high_entropy": 0.01},
+        {"step": 2, "reward": 0.5, "entropy": None, "policy_split/kl_normal_to_high_entropy": 0.03},
+        {"step": 3, "reward": 1.0, "entropy": 1.0, "policy_split/kl_normal_to_high_entropy": 0.05},
+        {"step": 4, "reward": 0.25, "entropy": 1.5, "policy_split/kl_normal_to_high_entropy": nan},
+        {"step": 4, "train_runtime": 10.0, "reward": 99.0},  # the end-of-training summary: not a step
+    ]
+
+
+def test_summarize_series_gives_first_last_and_the_mean_of_the_last_three():
+    assert learning.summarize_series([1.0, 2.0, 3.0, 4.0]) == {"first": 1.0, "last": 4.0, "last3": 3.0, "points": 4}
+    assert learning.summarize_series([5.0]) == {"first": 5.0, "last": 5.0, "last3": 5.0, "points": 1}
+    assert learning.summarize_series([]) == {"first": None, "last": None, "last3": None, "points": 0}
+
+
+def test_train_summary_skips_missing_values_and_the_summary_event():
+    summary = learning.train_summary(_history())
+    assert summary["reward"] == {"first": 0.0, "last": 0.25, "last3": pytest.approx(1.75 / 3), "points": 4}
+    assert summary["entropy"] == {"first": 2.0, "last": 1.5, "last3": 1.5, "points": 3}  # None at step 2
+    kl = summary["policy_split/kl_normal_to_high_entropy"]
+    assert kl == {"first": 0.01, "last": 0.05, "last3": pytest.approx(0.03), "points": 3}  # NaN at step 4
+    assert summary["advantage/frac_groups_solved_none"] == {"first": None, "last": None, "last3": None, "points": 0}
+    curves = learning.train_series(_history())
+    assert set(curves) == {"reward", "entropy", "policy_split/kl_normal_to_high_entropy"}
+    assert curves["entropy"] == [[1, 2.0], [3, 1.0], [4, 1.5]]
+
+
+def test_means_over_seeds_ignore_metrics_a_run_lacks():
+    runs = [
+        {
+            "train": {"reward": {"first": 0.0, "last": 1.0, "last3": 0.5, "points": 3}},
+            "eval": {"normal": {"pass@1": 0.5}},
+            "train_s": 10.0,
+        },
+        {
+            "train": {"reward": {"first": 0.5, "last": None, "last3": 0.25, "points": 1}},
+            "eval": {"normal": {"pass@1": 0.25}, "high_entropy": {"pass@1": None}},
+            "train_s": 20.0,
+        },
+    ]
+    assert learning.flatten(runs[0]) == {
+        "train/reward/first": 0.0,
+        "train/reward/last": 1.0,
+        "train/reward/last3": 0.5,
+        "eval/normal/pass@1": 0.5,
+        "time/train_s": 10.0,
+    }
+    means = learning.mean_over_seeds(runs)
+    assert means["train/reward/first"] == 0.25 and means["train/reward/last"] == 1.0
+    assert means["train/reward/last3"] == 0.375 and means["eval/normal/pass@1"] == 0.375
+    assert means["eval/high_entropy/pass@1"] is None and means["time/train_s"] == 15.0
+    assert learning.mean_curve([[[1, 1.0], [2, 3.0]], [[1, 3.0]]]) == ([1, 2], [2.0, 3.0])
+
+
+def _means() -> dict:
+    """Means over seeds as `mean_over_seeds` gives them, by hand: Policy Split and two baselines."""
+    return {
+        "untrained": {"eval/normal/pass@1": 0.1, "eval/normal/pass@4": 0.3, "eval/normal/distinct_correct": 0.4},
+        "grpo": {
+            "eval/normal/pass@1": 0.5,
+            "eval/normal/pass@4": 0.8,
+            "eval/normal/distinct_correct": 1.0,
+            "train/advantage/frac_groups_solved_none/last3": 0.5,
+            "train/reward/first": 0.1,
+            "train/reward/last3": 0.6,
+            "time/train_s": 300.0,
+            "time/eval_s": 50.0,
+        },
+        "asym_grpo": {"eval/normal/pass@1": 0.4, "train/advantage/frac_groups_solved_none/last3": 0.25},
+        "policy_split": {
+            "eval/normal/pass@1": 0.6,
+            "eval/normal/pass@4": 0.75,
+            "eval/high_entropy/pass@1": 0.55,
+            "eval/normal/entropy": 0.3,
+            "eval/high_entropy/entropy": 0.7,
+            "eval/normal/distinct_correct": 0.9,
+            "eval/high_entropy/distinct_correct": 1.1,
+            "train/policy_split/normal/entropy/last3": 0.5,
+            "train/policy_split/high_entropy/entropy/last3": 0.9,
+            "train/policy_split/kl_normal_to_high_entropy/first": 0.01,
+            "train/policy_split/kl_normal_to_high_entropy/last3": 0.05,
+            "train/policy_split/kl_high_entropy_to_normal/first": 0.02,
+            "train/policy_split/kl_high_entropy_to_normal/last3": 0.01,
+        },
+    }
+
+
+def test_claims_are_checked_on_the_means_as_they_came_out():
+    found = {claim["claim"].split(": ", 1)[1]: claim for claim in learning.claims(_means(), k=4)}
+    assert found["the high-entropy mode's token entropy is above the normal mode's (held-out)"]["holds"] is True
+    assert found["the inter-mode KL grows from near 0 over training"]["holds"] is False  # HE→normal fell
+    assert (
+        "normal→HE 0.010 → 0.050; HE→normal 0.020 → 0.010"
+        in found["the inter-mode KL grows from near 0 over training"]["detail"]
+    )
+    assert found["distinct correct completions per question, high-entropy mode above normal mode"]["holds"] is True
+    # pass@1 0.6 beats grpo 0.5, asym_grpo 0.4 and untrained 0.1; pass@4 0.75 loses to grpo's 0.8, and asym_grpo
+    # has no pass@4, so that comparison is undecided.
+    assert found["normal-mode held-out pass@1 above every baseline"]["holds"] is True
+    assert found["normal-mode held-out pass@4 above every baseline"]["holds"] is None
+    asym = found["fewer training groups solved by none than GRPO"]
+    assert asym["holds"] is True and "0.250 vs GRPO 0.500" in asym["detail"]
+    means = _means()
+    means["asym_grpo"]["eval/normal/pass@4"] = 0.5
+    found = {claim["claim"].split(": ", 1)[1]: claim for claim in learning.claims(means, k=4)}
+    assert found["normal-mode held-out pass@4 above every baseline"]["holds"] is False
+    assert learning.claims({"grpo": _means()["grpo"]}, k=4) == []  # nothing to claim without the methods
+
+
+def test_markdown_table_has_a_row_per_method_and_dashes_where_a_metric_does_not_apply():
+    table = learning.markdown_table(_means(), seeds=1, steps=16, k=4).splitlines()
+    assert len(table) == 2 + 4
+    columns = table[0].count("|")
+    assert all(line.count("|") == columns for line in table)
+    grpo = [cell.strip() for cell in table[3].split("|")[1:-1]]
+    assert grpo[:6] == ["grpo", "1", "16", "0.500", "0.800", "–"]
+    assert grpo[8] == "–" and grpo[-3:] == ["0.500", "0.100 → 0.600", "300 + 50"]
+    split = [cell.strip() for cell in table[5].split("|")[1:-1]]
+    assert split[7] == "0.300 / 0.700" and split[8] == "0.010 → 0.050"
+
+
+def test_plot_learning_writes_a_png(tmp_path):
+    runs = [
+        {"method": method, "seed": 0, "series": learning.train_series(_history())}
+        for method in ("grpo", "policy_split")
+    ]
+    report = {
+        "settings": {"model": "tiny", "steps": 4, "seeds": [0], "k": [1, 4]},
+        "runs": runs,
+        "means": _means(),
+    }
+    learning.plot_learning(report, tmp_path / "learning.png")
+    assert (tmp_path / "learning.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_learning_rejects_a_zero_budget(capsys):
+    assert main(["learning", "--steps", "0"]) == 2
+    assert "--steps must be at least 1" in capsys.readouterr().err
+
+
+def test_learning_quick_on_the_tiny_model_writes_json_markdown_and_png(tiny_model_dir, tmp_path):
+    # Five processes (one evaluation of the untrained model, two trainings, two evaluations): about 30 s on 2 cores.
+    output = tmp_path / "learning"
+    command = [sys.executable, str(REPO / "scripts" / "benchmark.py"), "learning", "--quick", "--model"]
+    command += [tiny_model_dir, "--methods", "grpo", "policy_split", "--max-completion-length", "16"]
+    command += ["--output-dir", str(output)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    completed = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "| policy_split | 1 | 2 |" in completed.stdout  # the table
+
+    report = json.loads((output / "learning.json").read_text())
+    settings = report["settings"]
+    assert settings["steps"] == 2 and settings["seeds"] == [0] and settings["k"] == [1, 2]
+    assert settings["num_questions"] == 4 and settings["methods"] == {
+        m: learning.METHODS[m] for m in ("grpo", "policy_split")
+    }
+    assert settings["machine"].startswith("cpu") and report["wall_time_s"] > 0
+    assert [(run["method"], run["seed"]) for run in report["runs"]] == [("grpo", 0), ("policy_split", 0)]
+    assert [run["seed"] for run in report["untrained"]] == [0]
+    assert set(report["untrained"][0]["eval"]) == {"normal", "high_entropy"}
+    grpo, split = report["runs"]
+    for run in report["runs"]:
+        assert run["train_s"] > 0 and run["eval_s"] > 0 and run["median_step_s"] > 0
+        assert set(run["train"]) == set(learning.TRAIN_KEYS)
+        for key in ("reward", "entropy", "advantage/frac_groups_solved_none", "frac_reward_zero_std"):
+            assert run["train"][key]["points"] == 2 and math.isfinite(run["train"][key]["last3"]), (run["method"], key)
+        for metric in ("pass@1", "pass@2", "entropy", "distinct_correct"):
+            assert math.isfinite(run["eval"]["normal"][metric]), (run["method"], metric)
+    assert set(grpo["eval"]) == {"normal"} and set(split["eval"]) == {"normal", "high_entropy"}
+    for key in learning.KL_KEYS + ("policy_split/high_entropy/entropy",):
+        assert grpo["train"][key] == {"first": None, "last": None, "last3": None, "points": 0}  # does not apply
+        assert math.isfinite(split["train"][key]["first"]) and math.isfinite(split["train"][key]["last3"])
+    assert set(report["means"]) == {"untrained", "grpo", "policy_split"}
+    assert report["means"]["grpo"]["eval/normal/pass@1"] == grpo["eval"]["normal"]["pass@1"]
+    assert "eval/high_entropy/pass@1" not in report["means"]["grpo"]  # a single-mode run has no HE evaluation
+    assert {claim["holds"] for claim in report["claims"]} <= {True, False, None} and len(report["claims"]) == 5
+
+    markdown = (output / "learning.md").read_text()
+    assert "| untrained | 1 | 0 |" in markdown and "| grpo | 1 | 2 |" in markdown and "learning.png" in markdown
+    assert "## Claims, as they came out" in markdown
+    assert (output / "learning.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

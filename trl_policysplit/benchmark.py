@@ -1,6 +1,7 @@
 """Cost benchmark: step time, peak memory and a per-phase breakdown of each trainer, as ratios to `GRPOTrainer`.
 
     python scripts/benchmark.py overhead --quick --output overhead.json
+    python scripts/benchmark.py learning --quick    # the learning benchmark: see `trl_policysplit/learning.py`
 
 Every trainer gets the same model, data, seed, `num_generations` and batch settings. Each run is its own process
 (so peak memory is per trainer) and runs are interleaved, GRPO then a method, GRPO then the next method, ..., round
@@ -654,7 +655,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="let completions stop at EOS (default: min_new_tokens = max length, the same tokens for every trainer)",
     )
     overhead.add_argument("--output", help="write the JSON report here")
-    commands.add_parser("learning", help="learning-curve comparison (not implemented yet)")
+    from . import learning as learning_module  # torch-free at import time
+
+    learning = commands.add_parser(
+        "learning",
+        help="what each method does to SmolLM2-135M-Instruct on the arithmetic task, same budget for each",
+        description=learning_module.__doc__.split("\n\n")[0]
+        + " Defaults: "
+        + ", ".join(f"{key} {value}" for key, value in learning_module.DEFAULTS.items())
+        + "; --quick: "
+        + ", ".join(
+            f"{key} {value}" for key, value in learning_module.QUICK.items() if learning_module.DEFAULTS[key] != value
+        ),
+    )
+    learning_module.add_arguments(learning)
     return parser
 
 
@@ -666,8 +680,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     args = build_parser().parse_args(argv)
     if args.command == "learning":
-        print("benchmark learning: not implemented yet", file=sys.stderr)
-        return 2
+        from . import learning
+
+        return learning.main(args, argv)
     from .cli import CLIError
 
     try:
