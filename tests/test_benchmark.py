@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,14 @@ def test_steps_per_cycle_follows_trls_generation_schedule():
     assert steps_per_cycle(1, 2, 1) == 2
     assert steps_per_cycle(2, 4, 1) == 2
     assert steps_per_cycle(4, 2, 1) == 1
+
+
+def test_micro_batch_rows_divide_a_steps_completions():
+    settings = {"questions_per_step": 2, "num_generations": 4}
+    assert benchmark.micro_batch_rows(settings) == 8
+    assert benchmark.micro_batch_rows(settings, 2) == 4
+    with pytest.raises(ValueError, match="cannot be split into 3"):
+        benchmark.micro_batch_rows(settings, 3)
 
 
 def test_cycle_means_drop_warmup_and_average_each_cycle():
@@ -192,6 +201,9 @@ def test_overhead_quick_on_the_tiny_model_writes_a_well_formed_report(tiny_model
         "8",
         "--threads",
         "1",
+        "--trainers",
+        *METHODS,
+        "policy_split_half_micro_batch",
         "--output",
         str(output),
     ]
@@ -201,10 +213,19 @@ def test_overhead_quick_on_the_tiny_model_writes_a_well_formed_report(tiny_model
     assert "policy_split" in completed.stdout  # the table
 
     report = json.loads(output.read_text())
-    assert report["order"] == ["grpo", "policy_split", "grpo", "asym_grpo", "grpo", "dipo"]
+    assert report["order"] == [
+        "grpo",
+        "policy_split",
+        "grpo",
+        "asym_grpo",
+        "grpo",
+        "dipo",
+        "grpo",
+        "policy_split_half_micro_batch",
+    ]
     assert report["settings"]["num_generations"] == 4 and report["settings"]["max_completion_length"] == 8
     assert report["grpo"]["step_time_s"] > 0 and report["grpo"]["phases"]["generation_s"] > 0
-    for method in METHODS:
+    for method in (*METHODS, "policy_split_half_micro_batch"):
         entry = report[method]
         for key in ("step_time_ratio", "peak_memory_ratio", "memory_growth_ratio", "step_time_s", "shaping_fraction"):
             assert entry[key] is not None and math.isfinite(entry[key]), (method, key)
@@ -218,7 +239,17 @@ def test_overhead_quick_on_the_tiny_model_writes_a_well_formed_report(tiny_model
     assert report["policy_split"]["phases"]["scoring_s"] > 0  # its scoring forward under both contexts
     assert report["dipo"]["phases"]["scoring_s"] > 0  # no old log-probs from TRL here: DiPO's own forward
     assert report["grpo"]["phases"]["scoring_s"] == 0
-    assert len(report["runs"]) == 6 and all(len(run["steps"]) == 2 for run in report["runs"])
+    assert len(report["runs"]) == 8 and all(len(run["steps"]) == 2 for run in report["runs"])
+    # The memory knob halves the rows per micro-batch and keeps the generation and optimizer batches.
+    batches = {run["name"]: run["batch"] for run in report["runs"]}
+    plain, knob = batches["policy_split"], batches["policy_split_half_micro_batch"]
+    assert knob["per_device_train_batch_size"] * 2 == plain["per_device_train_batch_size"]
+    assert knob["gradient_accumulation_steps"] == 2 * plain["gradient_accumulation_steps"]
+    assert knob["generation_batch_size"] == plain["generation_batch_size"]
+    assert (
+        knob["per_device_train_batch_size"] * knob["gradient_accumulation_steps"]
+        == plain["per_device_train_batch_size"] * plain["gradient_accumulation_steps"]
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -237,18 +268,31 @@ def _history() -> list[dict]:
 
 
 def test_summarize_series_gives_first_last_and_the_mean_of_the_last_three():
-    assert learning.summarize_series([1.0, 2.0, 3.0, 4.0]) == {"first": 1.0, "last": 4.0, "last3": 3.0, "points": 4}
-    assert learning.summarize_series([5.0]) == {"first": 5.0, "last": 5.0, "last3": 5.0, "points": 1}
-    assert learning.summarize_series([]) == {"first": None, "last": None, "last3": None, "points": 0}
+    assert learning.summarize_series([1.0, 2.0, 3.0, 4.0]) == {
+        "first": 1.0,
+        "last": 4.0,
+        "first3": 2.0,
+        "last3": 3.0,
+        "std": pytest.approx(math.sqrt(1.25)),
+        "points": 4,
+    }
+    one = {"first": 5.0, "last": 5.0, "first3": 5.0, "last3": 5.0, "std": None, "points": 1}
+    assert learning.summarize_series([5.0]) == one
+    empty = {"first": None, "last": None, "first3": None, "last3": None, "std": None, "points": 0}
+    assert learning.summarize_series([]) == empty
 
 
 def test_train_summary_skips_missing_values_and_the_summary_event():
     summary = learning.train_summary(_history())
-    assert summary["reward"] == {"first": 0.0, "last": 0.25, "last3": pytest.approx(1.75 / 3), "points": 4}
-    assert summary["entropy"] == {"first": 2.0, "last": 1.5, "last3": 1.5, "points": 3}  # None at step 2
-    kl = summary["policy_split/kl_normal_to_high_entropy"]
-    assert kl == {"first": 0.01, "last": 0.05, "last3": pytest.approx(0.03), "points": 3}  # NaN at step 4
-    assert summary["advantage/frac_groups_solved_none"] == {"first": None, "last": None, "last3": None, "points": 0}
+    assert summary["reward"]["last3"] == pytest.approx(1.75 / 3) and summary["reward"]["first3"] == 0.5
+    assert summary["reward"]["first"] == 0.0 and summary["reward"]["last"] == 0.25
+    assert summary["reward"]["points"] == 4
+    entropy = summary["entropy"]  # None at step 2
+    assert (entropy["first"], entropy["last"], entropy["last3"], entropy["points"]) == (2.0, 1.5, 1.5, 3)
+    kl = summary["policy_split/kl_normal_to_high_entropy"]  # NaN at step 4
+    assert (kl["first"], kl["last"], kl["last3"], kl["points"]) == (0.01, 0.05, pytest.approx(0.03), 3)
+    assert kl["std"] == pytest.approx(statistics.pstdev([0.01, 0.03, 0.05]))
+    assert set(summary["advantage/frac_groups_solved_none"].values()) == {None, 0}
     curves = learning.train_series(_history())
     assert set(curves) == {"reward", "entropy", "policy_split/kl_normal_to_high_entropy"}
     assert curves["entropy"] == [[1, 2.0], [3, 1.0], [4, 1.5]]
@@ -306,10 +350,12 @@ def _means() -> dict:
             "eval/high_entropy/distinct_correct": 1.1,
             "train/policy_split/normal/entropy/last3": 0.5,
             "train/policy_split/high_entropy/entropy/last3": 0.9,
-            "train/policy_split/kl_normal_to_high_entropy/first": 0.01,
+            "train/policy_split/kl_normal_to_high_entropy/first3": 0.01,
             "train/policy_split/kl_normal_to_high_entropy/last3": 0.05,
-            "train/policy_split/kl_high_entropy_to_normal/first": 0.02,
+            "train/policy_split/kl_normal_to_high_entropy/std": 0.02,
+            "train/policy_split/kl_high_entropy_to_normal/first3": 0.02,
             "train/policy_split/kl_high_entropy_to_normal/last3": 0.01,
+            "train/policy_split/kl_high_entropy_to_normal/std": 0.005,
         },
     }
 
@@ -319,9 +365,18 @@ def test_claims_are_checked_on_the_means_as_they_came_out():
     assert found["the high-entropy mode's token entropy is above the normal mode's (held-out)"]["holds"] is True
     assert found["the inter-mode KL grows from near 0 over training"]["holds"] is False  # HE→normal fell
     assert (
-        "normal→HE 0.010 → 0.050; HE→normal 0.020 → 0.010"
+        "normal→HE 0.010 → 0.050 (std 0.020); HE→normal 0.020 → 0.010 (std 0.005)"
         in found["the inter-mode KL grows from near 0 over training"]["detail"]
     )
+    # Both directions rising, but one by less than its own step-to-step spread: not growth.
+    means = _means()
+    means["policy_split"]["train/policy_split/kl_high_entropy_to_normal/last3"] = 0.024
+    means["policy_split"]["train/policy_split/kl_high_entropy_to_normal/std"] = 0.025
+    kl_claim = next(c for c in learning.claims(means, k=4) if "KL grows" in c["claim"])
+    assert kl_claim["holds"] is False
+    means["policy_split"]["train/policy_split/kl_high_entropy_to_normal/std"] = 0.003
+    kl_claim = next(c for c in learning.claims(means, k=4) if "KL grows" in c["claim"])
+    assert kl_claim["holds"] is True
     assert found["distinct correct completions per question, high-entropy mode above normal mode"]["holds"] is True
     # pass@1 0.6 beats grpo 0.5, asym_grpo 0.4 and untrained 0.1; pass@4 0.75 loses to grpo's 0.8, and asym_grpo
     # has no pass@4, so that comparison is undecided.

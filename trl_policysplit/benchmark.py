@@ -31,7 +31,8 @@ run just before it), ``targets`` and ``within_targets`` (the issue's cost target
 ``dipo_old_logps`` (in the full run, not in --quick) is DiPO against GRPO with num_iterations=2, where TRL computes
 old log-probs for both and DiPO needs no forward pass of its own; plain ``dipo`` (one generation per step, no old
 log-probs) pays one no-grad forward for its perplexities. Such runs repeat a generate-then-reuse cycle, and each
-cycle's mean counts as one step.
+cycle's mean counts as one step. ``policy_split_half_micro_batch`` (full run) is Policy Split with the memory knob of
+the docs: half the rows per micro-batch and twice the accumulation steps, so the same generation and optimizer batches.
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+# Not a config field: divides `per_device_train_batch_size` and multiplies `gradient_accumulation_steps` (and so TRL's
+# default `steps_per_generation`) by the same number, which keeps the generation and optimizer batches unchanged.
+MICRO_BATCH_DIVISOR = "micro_batch_divisor"
 # name -> (trainer of `cli.TRAINERS`, config overrides). `*_old_logps` runs use num_iterations=2, where TRL computes
 # old log-probs itself, so DiPO's perplexities need no forward of their own (the setting of DiPO's cost target).
 RUNS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -66,8 +70,10 @@ RUNS: dict[str, tuple[str, dict[str, Any]]] = {
     "dipo": ("dipo", {}),
     "grpo_old_logps": ("grpo", {"num_iterations": 2}),
     "dipo_old_logps": ("dipo", {"num_iterations": 2}),
+    # The memory knob: half the rows per loss forward, same generation and optimizer batch (see `MICRO_BATCH_DIVISOR`).
+    "policy_split_half_micro_batch": ("policy_split", {MICRO_BATCH_DIVISOR: 2}),
 }
-METHODS = ("policy_split", "asym_grpo", "dipo", "dipo_old_logps")
+METHODS = ("policy_split", "asym_grpo", "dipo", "dipo_old_logps", "policy_split_half_micro_batch")
 BASELINES = {"dipo_old_logps": "grpo_old_logps"}
 PHASES = ("generation_s", "scoring_s", "loss_s", "shaping_s", "other_s")
 # The issue's cost targets (ratios to GRPO; shaping_fraction: functional-core seconds over step seconds).
@@ -77,6 +83,7 @@ TARGETS: dict[str, dict[str, float]] = {
     "dipo": {"step_time_ratio": 1.05, "shaping_fraction": 0.01},
     "dipo_old_logps": {"step_time_ratio": 1.05, "shaping_fraction": 0.01},
 }
+TARGETS["policy_split_half_micro_batch"] = TARGETS["policy_split"]  # the knob must reach the same targets
 # Where the trainers call the functional core; rebinding these module globals times every call.
 TRAINER_MODULES = (
     "trl_policysplit.policy_split_trainer",
@@ -110,6 +117,14 @@ REWARD_WEIGHTS = [1.0, 0.25]  # the demo recipe's
 
 # ----------------------------------------------------------------------------------------------------------------
 # Aggregation (pure: records in, numbers out)
+
+
+def micro_batch_rows(settings: Mapping[str, Any], divisor: int = 1) -> int:
+    """Rows per device micro-batch: all completions of a step's questions, divided by the memory knob's divisor."""
+    rows = settings["questions_per_step"] * settings["num_generations"]
+    if rows % divisor:
+        raise ValueError(f"{rows} completions per step cannot be split into {divisor} micro-batches")
+    return rows // divisor
 
 
 def steps_per_cycle(gradient_accumulation_steps: int, steps_per_generation: int | None, num_iterations: int) -> int:
@@ -409,6 +424,8 @@ def run_worker(name: str, settings: Mapping[str, Any], result_path: str) -> None
     if settings["device"] == "cpu" and settings.get("threads"):
         torch.set_num_threads(settings["threads"])
     trainer_name, overrides = RUNS[name]
+    overrides = dict(overrides)
+    divisor = overrides.pop(MICRO_BATCH_DIVISOR, 1)
     if trainer_name == "grpo":  # the reference is TRL's own class, not the CLI's grpo (which adds opt-in flags)
         from trl import GRPOConfig, GRPOTrainer
 
@@ -417,7 +434,7 @@ def run_worker(name: str, settings: Mapping[str, Any], result_path: str) -> None
         config_class, trainer_class = cli.TRAINERS[trainer_name]
     on_gpu = settings["device"] == "cuda"
     synchronize = torch.cuda.synchronize if on_gpu else (lambda: None)
-    ga = settings["gradient_accumulation_steps"]
+    ga = settings["gradient_accumulation_steps"] * divisor
     cycle = steps_per_cycle(ga, overrides.get("steps_per_generation"), overrides.get("num_iterations", 1))
     warmup_steps = cycle * math.ceil(settings["warmup"] / cycle)
     max_steps = warmup_steps + cycle * math.ceil(settings["steps"] / cycle)
@@ -426,7 +443,7 @@ def run_worker(name: str, settings: Mapping[str, Any], result_path: str) -> None
     values: dict[str, Any] = {
         "output_dir": str(Path(result_path).with_suffix("")) + "-out",
         "max_steps": max_steps,
-        "per_device_train_batch_size": settings["questions_per_step"] * settings["num_generations"],
+        "per_device_train_batch_size": micro_batch_rows(settings, divisor),
         "gradient_accumulation_steps": ga,
         "num_generations": settings["num_generations"],
         "max_completion_length": length,
@@ -469,6 +486,12 @@ def run_worker(name: str, settings: Mapping[str, Any], result_path: str) -> None
         "name": name,
         "trainer": trainer_name,
         "overrides": overrides,
+        "batch": {  # as TRL resolved them: the memory knob must keep the generation and optimizer batches
+            "per_device_train_batch_size": config.per_device_train_batch_size,
+            "gradient_accumulation_steps": config.gradient_accumulation_steps,
+            "steps_per_generation": config.steps_per_generation,
+            "generation_batch_size": config.generation_batch_size,
+        },
         "steps_per_cycle": cycle,
         "steps": recorder.steps,
         "memory": recorder.memory,

@@ -8,11 +8,11 @@ NORMAL = "normal"
 HIGH_ENTROPY = "high_entropy"
 MODES = (NORMAL, HIGH_ENTROPY)
 
-# Our own wording (ALGORITHMS.md §1 leaves it to the project): ask for exploration, keep answers exact.
+# Our own wording (ALGORITHMS.md §1 leaves it to the project): ask for exploration, keep answers exact. Kept short on
+# purpose: every completion is also trained behind the high-entropy prompt, so each instruction token is paid for
+# in every cross-scored row of every step (about 20 tokens with SmolLM2's tokenizer).
 DEFAULT_HIGH_ENTROPY_PROMPT = (
-    "Approach this problem the way few people would. Before settling on a method, weigh several different "
-    "perspectives and follow less common lines of thought, and let your reasoning stay open and varied. "
-    "Whatever path you take, the final answer must be exact and in the format that is asked for."
+    "Explore unusual, varied lines of reasoning, but keep the final answer exact and in the requested format."
 )
 
 
