@@ -32,12 +32,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .benchmark import REWARD_FUNCS, REWARD_WEIGHTS, _device_description, finite_or_none
 from .plotting import load_log_history, series
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = "recipes/demo/smollm2_arithmetic_cpu.yaml"
-REWARD_FUNCS = ["arithmetic", "format"]
-REWARD_WEIGHTS = [1.0, 0.25]  # the recipe's
 ENTROPY_COEF = 0.01  # ours: TRL's default is 0 (off) and the papers do not tune it for this task
 # The asymmetric rule maps the weighted reward's range to [0, 1]; the recipe's rewards sum to at most 1.25.
 REWARD_RANGE = ["--reward_range", "0", str(sum(REWARD_WEIGHTS))]
@@ -415,8 +414,6 @@ def _eval_command(checkpoint: str, modes: Sequence[str], options: Mapping[str, A
 def run_learning(options: Mapping[str, Any], log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train and evaluate every method for every seed, write learning.json/.md/.png; return the report."""
     import torch
-
-    from .benchmark import _device_description, finite_or_none
 
     device = options["device"]
     if device == "auto":
