@@ -1,5 +1,4 @@
 import pytest
-from trl import GRPOConfig
 
 from trl_policysplit import PolicySplitConfig, PolicySplitTrainer
 
@@ -51,16 +50,6 @@ def test_odd_num_generations_suggests_an_even_value():
 
 def test_uniform_groups_only_is_accepted_without_clamp():
     assert _config(bonus_uniform_reward_groups_only=True, kappa=0.0).bonus_uniform_reward_groups_only
-
-
-def test_trainer_rejects_a_plain_grpo_config(tiny_model_dir):
-    args = GRPOConfig(
-        output_dir="unused", per_device_train_batch_size=4, num_generations=4, report_to="none", use_cpu=True
-    )
-    with pytest.raises(ValueError, match="PolicySplitConfig"):
-        PolicySplitTrainer(
-            model=tiny_model_dir, reward_funcs=lambda completions, **kw: [0.0] * len(completions), args=args
-        )
 
 
 def test_trainer_rejects_rollout_func(tiny_model_dir):

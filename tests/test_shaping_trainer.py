@@ -116,7 +116,14 @@ def test_solved_fractions_count_groups_solved_by_none_and_by_all(tiny_model_dir,
 
 
 def test_a_reward_outside_reward_range_names_the_function_and_value(tiny_model_dir, tmp_path):
-    trainer = build(AsymGRPOTrainer, AsymGRPOConfig, tiny_model_dir, tmp_path, reward_funcs=out_of_range_reward)
+    trainer = build(
+        AsymGRPOTrainer,
+        AsymGRPOConfig,
+        tiny_model_dir,
+        tmp_path,
+        reward_funcs=out_of_range_reward,
+        reward_range=[0.0, 1.0],  # an explicit range is a promise: a reward outside it is an error
+    )
     with pytest.raises(ValueError, match=r"At step 0.*total reward 2 .*out_of_range_reward=2 \(weight 1\)"):
         trainer.train()
 

@@ -7,6 +7,8 @@ processes or loops in Python over rows or tokens, so trainers, tests and users c
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -209,25 +211,35 @@ def asym_advantages(
     group_size: int,
     beta_pos: float = 0.9,
     beta_neg: float = 0.4,
-    reward_range: tuple[float, float] = (0.0, 1.0),
+    reward_range: tuple[float, float] | None = (0.0, 1.0),
 ) -> torch.Tensor:
     """AsymGRPO's advantage: ``((r' - mu) / mu) ** beta_pos`` above the group mean, ``-((mu - r') / (1 - mu))
     ** beta_neg`` below it, 0 at it, with ``r' = (r - lo) / (hi - lo)`` and ``mu`` the group mean of ``r'``.
 
     For 0/1 rewards and success rate ``p`` this is ``((1-p)/p) ** beta_pos`` and ``-(p/(1-p)) ** beta_neg``;
     ``beta_pos = beta_neg = 0.5`` is GRPO with the population std. NaN rewards are left out of ``mu`` and get
-    0. A scored reward outside ``reward_range`` raises ``ValueError``.
+    0. A scored reward outside ``reward_range`` raises ``ValueError``. ``reward_range=None`` takes each group's own
+    ``[min, max]`` as its range: the paper's formula for 0/1 rewards (a group with both values spans [0, 1]), and
+    invariant to shifting and scaling the rewards, as GRPO's group normalization is.
     """
-    low, high = (float(v) for v in reward_range)
-    if not high > low:
-        raise ValueError(f"reward_range must be (low, high) with low < high, got {reward_range}.")
     num_groups = _check_groups(rewards.size(0), group_size)
-    unit = ((rewards.float() - low) / (high - low)).reshape(num_groups, group_size)
-    scored = ~torch.isnan(unit)
-    outside = scored & ((unit < -_EPS) | (unit > 1 + _EPS))
-    if outside.any():
-        value = rewards.reshape(num_groups, group_size)[outside][0].item()
-        raise ValueError(f"reward {value} is outside reward_range {reward_range}.")
+    grouped = rewards.float().reshape(num_groups, group_size)
+    scored = ~torch.isnan(grouped)
+    if reward_range is None:
+        low = grouped.masked_fill(~scored, math.inf).amin(dim=1, keepdim=True)
+        high = grouped.masked_fill(~scored, -math.inf).amax(dim=1, keepdim=True)
+        span = high - low
+        # A group whose rewards (nearly) all agree has no signal: 0 everywhere, as the equal-reward rule below.
+        unit = torch.where(span > _EPS, (grouped - low) / span.clamp(min=_EPS), grouped * 0.0)
+    else:
+        low, high = (float(v) for v in reward_range)
+        if not high > low:
+            raise ValueError(f"reward_range must be (low, high) with low < high, got {reward_range}.")
+        unit = (grouped - low) / (high - low)
+        outside = scored & ((unit < -_EPS) | (unit > 1 + _EPS))
+        if outside.any():
+            value = grouped[outside][0].item()
+            raise ValueError(f"reward {value} is outside reward_range {reward_range}.")
     unit = unit.clamp(0.0, 1.0)
     mean = unit.nansum(dim=1, keepdim=True) / scored.sum(dim=1, keepdim=True).clamp(min=1)
     gap = unit - mean
@@ -388,3 +400,16 @@ def entropy_advantage_bonus(
     entropies = entropies.detach().float()
     token_adv = _token_advantages(advantages.detach().float(), entropies)
     return torch.minimum(alpha * entropies, token_adv.abs() / kappa)
+
+
+def mean_of_sequence_means(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of each row's mean over its valid tokens, a 0-dim tensor: every sequence weighs the same.
+
+    Rows without a valid token are left out; ``nan`` when no row has one. Values at invalid tokens are ignored.
+    The token-weighted mean, ``(values * mask).sum() / mask.sum()``, instead weighs a sequence by its length.
+    """
+    valid = mask.bool()
+    counts = valid.sum(dim=1)
+    sums = values.float().masked_fill(~valid, 0.0).sum(dim=1)
+    has_tokens = counts > 0
+    return (sums[has_tokens] / counts[has_tokens]).mean()  # the mean of no rows is nan

@@ -79,10 +79,10 @@ class PolicySplitConfig(AdvantageShapingConfig):
         },
     )
 
-    def __post_init__(self) -> None:
+    def _validate(self) -> None:
         # Our checks run first so that an odd `num_generations` gets the Policy Split message, not a batch one.
         self._validate_policy_split()
-        super().__post_init__()
+        super()._validate()
 
     def _validate_policy_split(self) -> None:
         if self.num_generations % 2 != 0:

@@ -4,11 +4,13 @@ entropy advantage). Each is a flag, so they compose with each other and with Pol
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 
 from trl import GRPOConfig
 
 POLICY_LOSSES = ("ppo", "clip_cov", "kl_cov")
+# TRL loss types whose ratio is clipped to [1 - epsilon, 1 + epsilon_high]: the ones KL-Cov can take the clip off.
+PPO_CLIPPED_LOSSES = ("grpo", "bnpo", "dr_grpo", "dapo", "luspo")
 
 
 @dataclass
@@ -34,11 +36,12 @@ class AdvantageShapingConfig(GRPOConfig):
         default=0.4,
         metadata={"help": "AsymGRPO exponent of negative advantages (paper: 0.4)."},
     )
-    reward_range: list[float] = field(
-        default_factory=lambda: [0.0, 1.0],
+    reward_range: list[float] | None = field(
+        default=None,
         metadata={
-            "help": "[low, high] of the total (weighted) reward, mapped to [0, 1] for the asymmetric rule (ours: the "
-            "paper has binary rewards). A reward outside it is an error."
+            "help": "[low, high] of the total (weighted) reward, mapped to [0, 1] for the asymmetric rule; a reward "
+            "outside it is an error. Unset (default, ours): each group's own [min, max], which is the paper's rule "
+            "for 0/1 rewards and works for any scored reward (reward models, penalties, weighted sums)."
         },
     )
     perplexity_reallocation: bool = field(
@@ -95,6 +98,14 @@ class AdvantageShapingConfig(GRPOConfig):
     kl_cov_coef: float = field(
         default=1.0, metadata={"help": "Coefficient of KL-Cov's |logp - old_logp| penalty (reference: 1). >= 0."}
     )
+    kl_cov_keep_ppo_clip: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep PPO's ratio clipping under KL-Cov. The reference implementation (arXiv 2505.22617) drops "
+            "it: its loss is -A * ratio plus the penalty, so the default False removes TRL's clip while policy_loss "
+            "is 'kl_cov' (needs a clipped loss_type: grpo, bnpo, dr_grpo, dapo or luspo)."
+        },
+    )
     entropy_advantage_alpha: float = field(
         default=0.0,
         metadata={
@@ -107,19 +118,41 @@ class AdvantageShapingConfig(GRPOConfig):
     )
 
     def __post_init__(self) -> None:
-        self._validate_shaping()
+        self._validate()
         super().__post_init__()
+
+    def _validate(self) -> None:
+        """Checks of this class's own fields; subclasses add theirs (also run on an upgraded `GRPOConfig`)."""
+        self._validate_shaping()
+
+    @classmethod
+    def from_grpo_config(cls, args: GRPOConfig) -> AdvantageShapingConfig:
+        """This config class with every field of ``args`` kept as set (TRL already post-processed them) and this
+        class's own fields at their defaults, validated. Lets a trainer take a plain `GRPOConfig` (drop-in)."""
+        upgraded = object.__new__(cls)
+        upgraded.__dict__.update(vars(args))
+        for spec in fields(cls):
+            if spec.name in upgraded.__dict__:
+                continue
+            if spec.default_factory is not MISSING:
+                setattr(upgraded, spec.name, spec.default_factory())
+            elif spec.default is not MISSING:
+                setattr(upgraded, spec.name, spec.default)
+        upgraded._validate()
+        return upgraded
 
     def _validate_shaping(self) -> None:
         for name in ("beta_pos", "beta_neg", "ppl_alpha"):
             if not getattr(self, name) >= 0:  # NaN too
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
-        reward_range = list(self.reward_range) if self.reward_range is not None else []
-        if len(reward_range) != 2 or not float(reward_range[0]) < float(reward_range[1]):
-            raise ValueError(
-                f"reward_range must be [low, high] with low < high, got {self.reward_range}; e.g. reward_range=[0, 1]."
-            )
-        self.reward_range = [float(value) for value in reward_range]
+        if self.reward_range is not None:
+            reward_range = list(self.reward_range)
+            if len(reward_range) != 2 or not float(reward_range[0]) < float(reward_range[1]):
+                raise ValueError(
+                    f"reward_range must be [low, high] with low < high, got {self.reward_range}; e.g. "
+                    "reward_range=[0, 1], or leave it unset for each group's own range."
+                )
+            self.reward_range = [float(value) for value in reward_range]
         if int(self.ppl_queue_batches) != self.ppl_queue_batches or self.ppl_queue_batches < 1:
             raise ValueError(f"ppl_queue_batches must be an integer >= 1, got {self.ppl_queue_batches}.")
         if self.policy_loss not in POLICY_LOSSES:
@@ -137,6 +170,12 @@ class AdvantageShapingConfig(GRPOConfig):
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
         if not self.entropy_advantage_kappa > 0:
             raise ValueError(f"entropy_advantage_kappa must be > 0, got {self.entropy_advantage_kappa}.")
+        if self.policy_loss == "kl_cov" and not self.kl_cov_keep_ppo_clip and self.loss_type not in PPO_CLIPPED_LOSSES:
+            raise ValueError(
+                f"policy_loss='kl_cov' removes PPO's ratio clip, which loss_type={self.loss_type!r} does not use; set "
+                f"loss_type to one of {PPO_CLIPPED_LOSSES}, or kl_cov_keep_ppo_clip=True to keep {self.loss_type!r} "
+                "as it is."
+            )
         if self.asymmetric_advantages and self.multi_objective_aggregation == "normalize_then_sum":
             raise ValueError(
                 "asymmetric_advantages=True replaces the normalization of the weighted reward sum, which "
