@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from tiny import conversational_dataset, digit_reward
 
+from trl_policysplit import evaluation
 from trl_policysplit.cli import RUN_INFO_FILE, CLIError
 from trl_policysplit.evaluation import (
     build_parser,
@@ -23,6 +24,8 @@ from trl_policysplit.evaluation import (
     default_output,
     distinct_n,
     evaluate_model,
+    format_table,
+    metric_averaging,
     pass_at_k,
     resolve_settings,
     sample_completions,
@@ -223,9 +226,10 @@ def test_sampling_is_batched_seeded_and_measured_per_token(tiny):
     assert hot["entropies"][0][0][0] < first["entropies"][0][0][0]  # entropy at the sampling temperature
 
 
-def instruction_reward(prompts, completions, **kwargs):
-    """1 when the prompt's system message starts with the test's instruction."""
-    return [float(p[0]["role"] == "system" and p[0]["content"].startswith(INSTRUCTION)) for p in prompts]
+def instruction_reward(prompts, completions, mode, **kwargs):
+    """1 in high-entropy mode; as in training, the reward sees the question's normal prompt (no instruction)."""
+    assert not any(INSTRUCTION in str(p) for p in prompts)
+    return [float(m == HIGH_ENTROPY) for m in mode]
 
 
 def _check_mode_metrics(metrics: dict, ks, vocab_size: int) -> None:
@@ -239,8 +243,16 @@ def _check_mode_metrics(metrics: dict, ks, vocab_size: int) -> None:
     assert 1.0 <= metrics["mean_length"] <= 8
 
 
-def test_evaluate_model_measures_both_modes_with_the_instruction_in_high_entropy_prompts(tiny):
+def test_evaluate_model_measures_both_modes_with_the_instruction_in_high_entropy_prompts(tiny, monkeypatch):
     model, tokenizer = tiny
+    sampled_prompts = []
+    sample = evaluation.sample_completions
+
+    def recording_sample(model, tokenizer, prompts, *args, **kwargs):
+        sampled_prompts.append(prompts)
+        return sample(model, tokenizer, prompts, *args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "sample_completions", recording_sample)
     results = evaluate_model(
         model,
         tokenizer,
@@ -261,6 +273,9 @@ def test_evaluate_model_measures_both_modes_with_the_instruction_in_high_entropy
         assert len(results["per_question"][mode]["num_correct"]) == 3
     assert results["metrics"][NORMAL]["reward/instruction"] == 0.0
     assert results["metrics"][HIGH_ENTROPY]["reward/instruction"] == 1.0
+    normal_prompts, high_prompts = sampled_prompts  # modes in order: normal, then high entropy
+    assert normal_prompts == list(conversational_dataset(3)["prompt"])
+    assert all(p[0]["role"] == "system" and p[0]["content"].startswith(INSTRUCTION) for p in high_prompts)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -354,6 +369,8 @@ def test_cli_evaluates_a_run_directory_and_writes_the_json(run_dir, tiny_model_d
         _check_mode_metrics(metrics, (1, 2, 4), len(AutoTokenizer.from_pretrained(tiny_model_dir)))
     table = result.stdout.splitlines()
     assert table[0].split() == [NORMAL, HIGH_ENTROPY] and any(line.startswith("pass@4") for line in table)
+    assert list(report["averaging"]) == list(report["metrics"][NORMAL])  # every number says how it is averaged
+    assert report["averaging"]["entropy"].startswith("token-weighted") and "averaging:" in table
     assert f"wrote {output}" in result.stdout
 
 
@@ -366,3 +383,14 @@ def test_cli_reports_a_missing_column_in_one_line_and_exits_2(run_dir):
         "evaluate: error: the dataset has no column 'question'"
     )
     assert not (run_dir / "never.json").exists()
+
+
+def test_the_report_says_how_each_metric_is_averaged():
+    metrics = {NORMAL: {"pass@1": 0.5, "pass@4": 0.75, "reward/format": 0.25, "entropy": 1.0, "distinct_1": 0.5}}
+    averaging = metric_averaging(list(metrics[NORMAL]))
+    assert list(averaging) == list(metrics[NORMAL])
+    assert averaging["pass@4"].startswith("per question") and averaging["entropy"].startswith("token-weighted")
+    assert averaging["reward/format"].startswith("per sample") and averaging["distinct_1"].startswith("per question")
+    lines = format_table(metrics, averaging).splitlines()
+    assert lines[:6] == format_table(metrics).splitlines()  # the table itself is unchanged
+    assert lines[6] == "averaging:" and lines[7:] == [f"  {name}: {text}" for name, text in averaging.items()]

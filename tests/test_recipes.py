@@ -218,13 +218,18 @@ def test_policy_split_recipes_differ_only_in_model_and_batch_split():
         }
 
 
+# Clip-Cov and KL-Cov run their authors' update schedule (several updates per rollout), not the Policy Split recipe's.
+AUTHORS_SCHEDULE = {"gradient_accumulation_steps", "steps_per_generation"}
 BASELINE_KNOBS = {
     "grpo_qwen3_1.7b_math.yaml": set(),
     "entropy_bonus_qwen3_1.7b_math.yaml": {"entropy_coef"},
     "clip_higher_qwen3_1.7b_math.yaml": {"epsilon", "epsilon_high"},
     "forking_tokens_qwen3_1.7b_math.yaml": {"top_entropy_quantile"},
-    "clip_cov_qwen3_1.7b_math.yaml": {"policy_loss", "clip_cov_ratio", "clip_cov_lb", "clip_cov_ub"},
-    "kl_cov_qwen3_1.7b_math.yaml": {"policy_loss", "kl_cov_ratio", "kl_cov_coef"},
+    "clip_cov_qwen3_1.7b_math.yaml": {"policy_loss", "clip_cov_ratio", "clip_cov_lb", "clip_cov_ub", "epsilon"}
+    | {"epsilon_high"}
+    | AUTHORS_SCHEDULE,
+    "kl_cov_qwen3_1.7b_math.yaml": {"policy_loss", "kl_cov_ratio", "kl_cov_coef", "kl_cov_keep_ppo_clip"}
+    | AUTHORS_SCHEDULE,
     "entropy_advantage_qwen3_1.7b_math.yaml": {"entropy_advantage_alpha", "entropy_advantage_kappa"},
 }
 POLICY_SPLIT_ONLY = {
@@ -246,16 +251,53 @@ def test_baselines_share_the_policy_split_settings(name, tmp_path):
     raw = _load(RECIPES / "baselines" / name)
     assert raw["trainer"] == "grpo"
     knobs = BASELINE_KNOBS[name]
-    shared = {k: v for k, v in policy_split.items() if k not in POLICY_SPLIT_ONLY}
+    shared = {k: v for k, v in policy_split.items() if k not in POLICY_SPLIT_ONLY | knobs}
     assert {k: v for k, v in raw.items() if k not in knobs | {"trainer", "output_dir"}} == shared
 
     _, training_args, _ = _parse(RECIPES / "baselines" / name, tmp_path)
     assert (training_args.entropy_coef > 0) == ("entropy_coef" in knobs)
-    assert (training_args.epsilon_high == 0.28) == ("epsilon_high" in knobs)
+    expected_clip = {"clip_higher_qwen3_1.7b_math.yaml": (0.2, 0.28), "clip_cov_qwen3_1.7b_math.yaml": (1.0, 1.0)}
+    assert (training_args.epsilon, training_args.epsilon_high) == expected_clip.get(name, (0.2, None))  # None: epsilon
     assert training_args.top_entropy_quantile == (0.2 if "top_entropy_quantile" in knobs else 1.0)
     expected_loss = raw.get("policy_loss", "ppo")
     assert training_args.policy_loss == expected_loss
     assert (training_args.entropy_advantage_alpha > 0) == ("entropy_advantage_alpha" in knobs)
+
+
+def _updates_per_rollout(raw: dict) -> float:
+    """Optimizer updates each generation batch gets, in TRL's terms (steps_per_generation defaults to the
+    accumulation; num_iterations passes over the same batch)."""
+    accumulation = raw.get("gradient_accumulation_steps", 1)
+    steps_per_generation = raw.get("steps_per_generation", accumulation)
+    return steps_per_generation / accumulation * raw.get("num_iterations", 1)
+
+
+@pytest.mark.parametrize("path", PAPER_RECIPES, ids=_rel)
+def test_header_states_the_updates_per_rollout_the_recipe_gets(path):
+    match = re.search(r"^# Updates: (\d+) optimizer updates? per rollout \((.+?)[:)]", _header(path), re.M)
+    assert match, f"{_rel(path)}: the header does not say how many optimizer updates each rollout gets"
+    assert int(match.group(1)) == _updates_per_rollout(_load(path))
+    assert match.group(2).strip(), "and why"
+
+
+@pytest.mark.parametrize("name", ["clip_cov_qwen3_1.7b_math.yaml", "kl_cov_qwen3_1.7b_math.yaml"])
+def test_covariance_baselines_run_the_authors_schedule_and_clipping(name, tmp_path):
+    """arXiv 2505.22617's scripts: 256 prompts per rollout, PPO mini-batches of 32 prompts (8 updates per rollout),
+    no PPO clip for KL-Cov, clip range 1 for Clip-Cov."""
+    raw = _load(RECIPES / "baselines" / name)
+    gpus = 8
+    completions_per_update = raw["per_device_train_batch_size"] * raw["gradient_accumulation_steps"] * gpus
+    completions_per_rollout = raw["per_device_train_batch_size"] * raw["steps_per_generation"] * gpus
+    assert completions_per_update / raw["num_generations"] == 32
+    assert completions_per_rollout / raw["num_generations"] == 256
+    assert _updates_per_rollout(raw) == 8
+    _, training_args, _ = _parse(RECIPES / "baselines" / name, tmp_path)
+    assert training_args.steps_per_generation == 64 and training_args.num_iterations == 1
+    if name.startswith("kl_cov"):
+        assert training_args.kl_cov_keep_ppo_clip is False and training_args.kl_cov_ratio == 2e-3
+    else:
+        assert (training_args.epsilon, training_args.epsilon_high) == (1.0, 1.0)
+        assert (training_args.clip_cov_ratio, training_args.clip_cov_lb, training_args.clip_cov_ub) == (2e-4, 1.0, 5.0)
 
 
 # ---------------------------------------------------------------------------------------------------------------

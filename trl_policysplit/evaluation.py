@@ -14,10 +14,12 @@ rewards exceeds ``--correct-threshold``. Metrics per mode:
 - ``pass@1``: mean correctness over all samples; ``pass@k``: the unbiased estimator of Chen et al. 2021
   (arXiv 2107.03374), ``1 - C(n - c, k) / C(n, k)`` averaged over questions;
 - ``entropy``: mean entropy (nats) of the sampling distribution (softmax of the logits at the sampling temperature)
-  over the generated tokens, up to and including EOS;
+  over the generated tokens, up to and including EOS, token-weighted (long completions weigh more);
 - ``distinct_correct``: distinct correct completions (stripped text) per question;
 - ``distinct_1``/``distinct_2``: unique / total whitespace n-grams over a question's completions, averaged;
 - ``mean_length``: completion length in tokens (EOS included); ``mean_reward`` and ``reward/<name>``.
+
+The report's ``averaging`` (and the lines under the printed table) says how each number is averaged (`AVERAGING`).
 """
 
 from __future__ import annotations
@@ -45,9 +47,28 @@ from .cli import (
     needs_answer,
     resolve_model,
 )
-from .modes import DEFAULT_HIGH_ENTROPY_PROMPT, HIGH_ENTROPY, MODES, NORMAL, to_high_entropy
+from .modes import (
+    DEFAULT_HIGH_ENTROPY_PROMPT,
+    HIGH_ENTROPY,
+    MODES,
+    NORMAL,
+    template_default_system_prompt,
+    to_high_entropy,
+)
 
 DEFAULT_KS = (1, 4, 8)
+# How `compute_mode_metrics` averages each metric of a mode; ``pass@k`` and ``reward/<name>`` stand for every k / name.
+AVERAGING: dict[str, str] = {
+    "pass@1": "per sample (correct or not), mean over all samples (equal to per question then over questions)",
+    "pass@k": "per question (unbiased estimate from its samples), then mean over questions",
+    "mean_reward": "per sample (weighted sum of its rewards), mean over the samples with a reward",
+    "reward/<name>": "per sample, mean over the samples with that reward",
+    "entropy": "token-weighted: mean over all generated tokens of all samples (not per sample first)",
+    "distinct_correct": "per question (distinct correct texts among its samples), then mean over questions",
+    "distinct_1": "per question (unique / total 1-grams over its samples), then mean over questions",
+    "distinct_2": "per question (unique / total 2-grams over its samples), then mean over questions",
+    "mean_length": "per sample (tokens), mean over all samples",
+}
 
 # ----------------------------------------------------------------------------------------------------------------
 # Metrics (pure functions)
@@ -143,6 +164,16 @@ def compute_mode_metrics(
     return metrics
 
 
+def metric_averaging(names: Sequence[str]) -> dict[str, str]:
+    """`AVERAGING` for the metrics named (e.g. ``pass@4``, ``reward/format``), in their order."""
+    averaging = {}
+    for name in names:
+        key = "pass@k" if name.startswith("pass@") and name != "pass@1" else name
+        key = "reward/<name>" if name.startswith("reward/") else key
+        averaging[name] = AVERAGING.get(key, "see the evaluation module docstring")
+    return averaging
+
+
 def _nanmean(values: np.ndarray) -> float:
     values = np.asarray(values, dtype=float)
     return float(np.mean(values[~np.isnan(values)])) if (~np.isnan(values)).any() else math.nan
@@ -152,12 +183,18 @@ def _nanmean(values: np.ndarray) -> float:
 # Generation and scoring
 
 
-def build_prompts(prompts: Sequence[Any], mode: str, instruction: str = DEFAULT_HIGH_ENTROPY_PROMPT) -> list[Any]:
-    """The prompts of one mode: as given (normal) or with the high-entropy instruction (`to_high_entropy`)."""
+def build_prompts(
+    prompts: Sequence[Any],
+    mode: str,
+    instruction: str = DEFAULT_HIGH_ENTROPY_PROMPT,
+    default_system_prompt: str | None = None,
+) -> list[Any]:
+    """The prompts of one mode: as given (normal) or with the high-entropy instruction (`to_high_entropy`, which
+    keeps the chat template's ``default_system_prompt`` as the trainer does)."""
     if mode == NORMAL:
         return list(prompts)
     if mode == HIGH_ENTROPY:
-        return [to_high_entropy(prompt, instruction) for prompt in prompts]
+        return [to_high_entropy(prompt, instruction, default_system_prompt) for prompt in prompts]
     raise ValueError(f"unknown mode {mode!r}; modes: {', '.join(MODES)}")
 
 
@@ -353,12 +390,15 @@ def evaluate_model(
     columns = {name: list(dataset[name]) for name in dataset.column_names if name != "prompt"}
     names = list(reward_names) if reward_names is not None else [_name(f) for f in reward_funcs]
     metrics, per_question = {}, {}
+    default_system_prompt = template_default_system_prompt(tokenizer)
     for mode in modes:
-        prompts = build_prompts(base_prompts, mode, high_entropy_prompt)
+        prompts = build_prompts(base_prompts, mode, high_entropy_prompt, default_system_prompt)
         samples = sample_completions(
             model, tokenizer, prompts, num_samples, temperature, max_new_tokens, batch_size, seed
         )
-        rewards = score_completions(reward_funcs, prompts, samples["texts"], samples["ids"], columns)
+        # As in training: rewards see the question's own (normal) prompt and a `mode` column.
+        mode_columns = {**columns, "mode": [mode] * len(base_prompts)}
+        rewards = score_completions(reward_funcs, base_prompts, samples["texts"], samples["ids"], mode_columns)
         metrics[mode] = compute_mode_metrics(
             rewards,
             samples["texts"],
@@ -505,8 +545,8 @@ def _check_numbers(args: argparse.Namespace) -> None:
         raise CLIError(f"--temperature must be positive for sampling, got {args.temperature}")
 
 
-def format_table(metrics: dict[str, dict[str, float]]) -> str:
-    """Rows metrics, columns modes."""
+def format_table(metrics: dict[str, dict[str, float]], averaging: dict[str, str] | None = None) -> str:
+    """Rows metrics, columns modes; then, with ``averaging``, how each metric is averaged."""
     modes = list(metrics)
     names = list(dict.fromkeys(name for mode in modes for name in metrics[mode]))
     width = max(len(name) for name in names)
@@ -518,6 +558,9 @@ def format_table(metrics: dict[str, dict[str, float]]) -> str:
             value = metrics[mode].get(name)
             cells.append(("-" if value is None or math.isnan(value) else f"{value:.3f}").rjust(w))
         lines.append(" ".join([name.ljust(width), *cells]))
+    if averaging:
+        lines.append("averaging:")
+        lines += [f"  {name}: {averaging[name]}" for name in names if name in averaging]
     return "\n".join(lines)
 
 
@@ -585,6 +628,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         reward_names=script_args.reward_funcs,
     )
     output = args.output or default_output(args.checkpoint, settings.split)
+    averaging = metric_averaging(list(dict.fromkeys(name for mode in results["metrics"].values() for name in mode)))
     report = {
         "settings": {
             "checkpoint": args.checkpoint,
@@ -605,12 +649,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "correct_threshold": args.correct_threshold,
             "script_args": asdict(script_args),
         },
+        "averaging": averaging,
         **results,
     }
     report = _json_safe(report)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     Path(output).write_text(json.dumps(report, indent=1) + "\n")
-    print(format_table(results["metrics"]))
+    print(format_table(results["metrics"], averaging))
     print(f"wrote {output}")
     return report
 

@@ -21,8 +21,14 @@ from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import pad, use_adapter
 
 from .distributed import GatheredRows, dual_mode_internal_rewards_across_processes, gather_padded, local_rows
-from .functional import clamp_by_advantage, distinct_correct_per_group, uniform_reward_groups
-from .modes import HIGH_ENTROPY, MODES, NORMAL, to_high_entropy
+from .functional import (
+    clamp_by_advantage,
+    distinct_correct_per_group,
+    mean_of_sequence_means,
+    uniform_reward_groups,
+)
+from .model_card import high_entropy_section, used_methods
+from .modes import HIGH_ENTROPY, MODES, NORMAL, template_default_system_prompt, to_high_entropy
 from .policy_split_config import PolicySplitConfig
 from .shaping_trainer import AdvantageShapingTrainer
 from .shaping_trainer import loss_mask as _loss_mask
@@ -58,6 +64,13 @@ class PolicySplitTrainer(AdvantageShapingTrainer):
                 )
         super().__init__(model, reward_funcs, args, *a, **kw)
         self._per_mode_generations = self.args.num_generations // 2
+        # The template's own default system text, kept in the high-entropy prompt (modes differ by the instruction).
+        self.default_system_prompt = template_default_system_prompt(
+            self.processing_class,
+            chat_template=self.chat_template,
+            tools=self.tools or None,
+            **self.chat_template_kwargs,
+        )
         self._loss_entropies: torch.Tensor | None = None
 
     # ----------------------------------------------------------------------------------------------------------
@@ -85,8 +98,11 @@ class PolicySplitTrainer(AdvantageShapingTrainer):
         prompt = row["prompt"]
         tagged = {**row, "mode": HIGH_ENTROPY if high_entropy else NORMAL, _NORMAL_PROMPT_KEY: prompt}
         if high_entropy:
-            tagged["prompt"] = to_high_entropy(prompt, self.args.high_entropy_prompt)
+            tagged["prompt"] = self._to_high_entropy(prompt)
         return tagged
+
+    def _to_high_entropy(self, prompt: Any) -> Any:
+        return to_high_entropy(prompt, self.args.high_entropy_prompt, self.default_system_prompt)
 
     @contextmanager
     def _advantage_group_size(self, mode: str, size: int):
@@ -135,9 +151,7 @@ class PolicySplitTrainer(AdvantageShapingTrainer):
     def _cross_prompts(self, tagged: list[dict[str, Any]], is_high: torch.Tensor):
         """Token ids of each row's other-mode prompt, tokenized exactly as TRL tokenizes prompts."""
         prompts = [
-            row[_NORMAL_PROMPT_KEY]
-            if high
-            else to_high_entropy(row[_NORMAL_PROMPT_KEY], self.args.high_entropy_prompt)
+            row[_NORMAL_PROMPT_KEY] if high else self._to_high_entropy(row[_NORMAL_PROMPT_KEY])
             for row, high in zip(tagged, is_high.tolist(), strict=True)
         ]
         prompt_ids, _, _ = self._tokenize_prompts(prompts)
@@ -293,7 +307,12 @@ class PolicySplitTrainer(AdvantageShapingTrainer):
         group_size: int,
         clamp_counts: torch.Tensor,
     ) -> None:
-        """Per-mode metrics of ALGORITHMS.md §1.5, computed from every process's rows (sums over counts)."""
+        """Per-mode metrics of ALGORITHMS.md §1.5, computed from every process's rows (sums over counts).
+
+        The inter-mode KL is logged twice: under ``policy_split/kl_<from>_to_<to>`` averaged as the paper does (each
+        completion's mean over its tokens, then the mean over the mode's completions) and under ``..._token``
+        token-weighted (the mode's token sum over its token count), which weighs long completions more.
+        """
         if gathered_surprisal is not None:
             surprisal_own, surprisal_cross, mask, is_high = gathered_surprisal
         else:  # the internal reward used entropies: gather the surprisals for the KL estimates
@@ -318,7 +337,8 @@ class PolicySplitTrainer(AdvantageShapingTrainer):
             distinct = distinct_correct_per_group(ids, mask, correct & rows, group_size)
             metrics[f"{prefix}/distinct_correct"].append(distinct.float().mean().item())
             kl_name = "kl_normal_to_high_entropy" if name == NORMAL else "kl_high_entropy_to_normal"
-            metrics[f"policy_split/{kl_name}"].append(_ratio(cross_minus_own[rows].sum(), tokens))
+            metrics[f"policy_split/{kl_name}"].append(mean_of_sequence_means(cross_minus_own[rows], mask[rows]).item())
+            metrics[f"policy_split/{kl_name}_token"].append(_ratio(cross_minus_own[rows].sum(), tokens))
             metrics[f"{prefix}/clamp_frac"].append(_ratio(clamp_counts[index, 0], clamp_counts[index, 1]))
         total = clamp_counts.sum(dim=0)
         metrics["policy_split/clamp_frac"].append(_ratio(total[0], total[1]))
@@ -346,6 +366,16 @@ class PolicySplitTrainer(AdvantageShapingTrainer):
                 self._metrics[mode][f"policy_split/{name}/entropy"].append(_ratio(total, count))
         self._loss_entropies = None
         return loss
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Model card
+
+    def _card_methods(self) -> list[tuple[str, list[str]]]:
+        return used_methods(self.args, policy_split=True)
+
+    def _card_sections(self) -> list[str]:
+        section = high_entropy_section(self.args.high_entropy_prompt, self.default_system_prompt)
+        return [*super()._card_sections(), section]
 
 
 def _ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> float:

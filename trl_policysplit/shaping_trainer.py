@@ -15,7 +15,8 @@ from collections import deque
 from typing import Any
 
 import torch
-from trl import GRPOTrainer
+from transformers.utils import logging
+from trl import GRPOConfig, GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
 from .distributed import local_rows
@@ -31,7 +32,10 @@ from .functional import (
     token_covariance,
     uniform_reward_groups,
 )
+from .model_card import add_card_sections, card_identity, methods_section, used_methods
 from .shaping_config import AdvantageShapingConfig
+
+logger = logging.get_logger(__name__)
 
 PERPLEXITY_QUEUE_FILE = "perplexity_queue.pt"
 _RANGE_TOLERANCE = 1e-6
@@ -82,11 +86,21 @@ class AdvantageShapingTrainer(GRPOTrainer):
             name = model if isinstance(model, str) else model.config._name_or_path
             args = self._config_class(output_dir=f"{str(name).rstrip('/').split('/')[-1]}-{self._name}")
         if not isinstance(args, self._config_class):
-            raise ValueError(
-                f"{type(self).__name__} needs `args` to be a {self._config_class.__name__}, got "
-                f"{type(args).__name__}; build it with {self._config_class.__name__}(...) and the same arguments."
+            if not isinstance(args, GRPOConfig) or isinstance(args, AdvantageShapingConfig):
+                raise ValueError(
+                    f"{type(self).__name__} needs `args` to be a {self._config_class.__name__} or a GRPOConfig, got "
+                    f"{type(args).__name__}; build it with {self._config_class.__name__}(...) and the same arguments."
+                )
+            args = self._config_class.from_grpo_config(args)
+            logger.info(
+                "%s got a plain GRPOConfig: using it as a %s, every field kept and the method's own at defaults.",
+                type(self).__name__,
+                self._config_class.__name__,
             )
         super().__init__(model, reward_funcs, args, *a, **kw)
+        if args.policy_loss == "kl_cov" and not args.kl_cov_keep_ppo_clip:
+            # The reference KL-Cov loss is -A * ratio (no clip) plus its penalty: open TRL's clip range fully.
+            self.epsilon_low = self.epsilon_high = math.inf
         self._rewards_per_func: torch.Tensor | None = None
         self.perplexity_queue = PerplexityQueue(args.ppl_queue_batches)
         self._covariance_draws = 0  # seeds Clip-Cov's random token choice reproducibly
@@ -161,7 +175,8 @@ class AdvantageShapingTrainer(GRPOTrainer):
         rows = output["advantages"].size(0)
         rewards = self._total_rewards()
         if args.asymmetric_advantages:
-            self._check_reward_range(rewards)
+            if args.reward_range is not None:
+                self._check_reward_range(rewards)
             advantages = asym_advantages(rewards, group_size, args.beta_pos, args.beta_neg, args.reward_range)
             advantages = advantages.to(output["advantages"].dtype)
         else:
@@ -292,6 +307,9 @@ class AdvantageShapingTrainer(GRPOTrainer):
             accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1
             self._kl_cov_penalty = (penalty * mask).sum() / mask.sum().clamp(min=1) / accumulation
         metrics = self._metrics[mode]
+        if args.policy_loss == "kl_cov":
+            # 0 on a rollout's first update (logp == old_logp): the penalty acts only from the second update on.
+            metrics["kl_cov/penalty"].append(self._global_token_mean(penalty, mask))
         metrics[f"{args.policy_loss}/frac_tokens"].append(self._global_token_mean(selected.float(), mask))
         covariance = token_covariance(logps, advantages, mask)
         metrics[f"{args.policy_loss}/mean_covariance"].append(self._global_token_mean(covariance, mask))
@@ -311,8 +329,131 @@ class AdvantageShapingTrainer(GRPOTrainer):
             logged.pop()
         logged.extend(advantages.tolist())
 
+    # ----------------------------------------------------------------------------------------------------------
+    # Model card
+
+    def _card_methods(self) -> list[tuple[str, list[str]]]:
+        return used_methods(self.args)
+
+    def _card_sections(self) -> list[str]:
+        """Extra Markdown sections of the model card (Policy Split adds how to sample its high-entropy mode)."""
+        return []
+
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
+        """TRL's model card, naming and citing the methods the run used (GRPO's citation stays: they build on it),
+        with a "Training methods" section (paper and settings of each) and the trainer's `_card_sections`."""
+        methods = self._card_methods()
+        if not methods:  # GRPO itself: TRL's card as it is
+            return super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        card = card_identity(methods, self._tag_names)
+        # TRL reads these class attributes; shadow them on the instance for this one call.
+        shadowed = {name: self.__dict__[name] for name in card if name in self.__dict__}
+        self.__dict__.update(card)
+        try:
+            super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        finally:
+            for name in card:
+                del self.__dict__[name]
+            self.__dict__.update(shadowed)
+        if self.is_world_process_zero():
+            sections = [methods_section(type(self).__name__, self.args, methods), *self._card_sections()]
+            add_card_sections(self.args.output_dir, sections)
+
 
 def loss_mask(batch: dict[str, Any]) -> torch.Tensor:
     """Tokens the loss trains on: completion tokens, minus tool outputs (TRL's convention)."""
     mask = batch["completion_mask"]
     return mask if "tool_mask" not in batch else mask * batch["tool_mask"]
+
+
+# The paper of each method a model card can name, by arXiv id (docs/ALGORITHMS.md); titles and authors as on arXiv
+# (only the first author of 2505.22617, whose author order we could not confirm).
+_POLICY_SPLIT = {
+    "name": "Policy Split",
+    "key": "yao2026policysplit",
+    "id": "2604.11510",
+    "year": "2026",
+    "title": "Policy Split: Incentivizing Dual-Mode Exploration in LLM Reinforcement with Dual-Mode Entropy "
+    "Regularization",
+    "authors": "Jiashu Yao and Heyan Huang and Chuwei Luo and Daiqing Wu and Zeming Liu and Yuhang Guo and "
+    "Yangyang Kang",
+}
+_ASYM_GRPO = {
+    "name": "AsymGRPO",
+    "key": "gu2026asymgrpo",
+    "id": "2604.04894",
+    "year": "2026",
+    "title": "Asymmetric Advantage Modulation Calibrates Entropy Dynamics in RLVR",
+    "authors": "Hengrui Gu and Xiaotian Han and Yujing Bian and Feiyi Wang and Kaixiong Zhou",
+}
+_DIPO = {
+    "name": "DiPO",
+    "key": "li2026dipo",
+    "id": "2604.13902",
+    "year": "2026",
+    "title": "DiPO: Disentangled Perplexity Policy Optimization for Fine-grained Exploration-Exploitation Trade-Off",
+    "authors": "Xiaofan Li and Ming Yang and Zhiyuan Ma and Shichao Ma and Jintao Du and Yu Cheng and "
+    "Weiqiang Wang and Zhizhong Zhang and Xin Tan and Yanyun Qu and Lizhuang Ma and Yuan Xie",
+}
+_ENTROPY_MECHANISM = {
+    "key": "cui2025entropy",
+    "id": "2505.22617",
+    "year": "2025",
+    "title": "The Entropy Mechanism of Reinforcement Learning for Reasoning Language Models",
+    "authors": "Ganqu Cui and others",
+}
+_ENTROPY_ADVANTAGE = {
+    "name": "entropy-based advantage",
+    "key": "cheng2025reasoning",
+    "id": "2506.14758",
+    "year": "2025",
+    "title": "Reasoning with Exploration: An Entropy Perspective on Reinforcement Learning for LLMs",
+    "authors": "Daixuan Cheng and Shaohan Huang and Xuekai Zhu and Bo Dai and Wayne Xin Zhao and Zhenliang Zhang "
+    "and Furu Wei",
+}
+
+
+def _with_citation(paper: dict[str, str], **extra: str) -> dict[str, str]:
+    """The paper with its BibTeX entry, in the layout of TRL's own citations."""
+    citation = (
+        f"@article{{{paper['key']},\n"
+        f"    title        = {{{{{paper['title']}}}}},\n"
+        f"    author       = {{{paper['authors']}}},\n"
+        f"    year         = {paper['year']},\n"
+        f"    eprint       = {{arXiv:{paper['id']}}},\n"
+        "}"
+    )
+    return {**paper, **extra, "citation": citation}
+
+
+CARD_PAPERS: dict[str, dict[str, str]] = {
+    "policy_split": _with_citation(_POLICY_SPLIT, tag="policy-split"),
+    "asym_grpo": _with_citation(_ASYM_GRPO, tag="asym-grpo"),
+    "dipo": _with_citation(_DIPO, tag="dipo"),
+    "clip_cov": _with_citation(_ENTROPY_MECHANISM, name="Clip-Cov", tag="clip-cov"),
+    "kl_cov": _with_citation(_ENTROPY_MECHANISM, name="KL-Cov", tag="kl-cov"),
+    "entropy_advantage": _with_citation(_ENTROPY_ADVANTAGE, tag="entropy-advantage"),
+}
+
+
+def _methods_card_section(trainer_name: str, args: Any, methods: list[tuple[str, list[str]]]) -> str:
+    """The model card's "Training methods" section: each method's paper and the settings it ran with."""
+    lines = [
+        "## Training methods",
+        "",
+        f"Trained with `{trainer_name}` from `trl_policysplit`, a subclass of TRL's `GRPOTrainer`:",
+        "",
+    ]
+    for key, fields in methods:
+        paper = CARD_PAPERS[key]
+        settings = ", ".join(f"`{name}={getattr(args, name)!r}`" for name in fields)
+        lines.append(
+            f"- **{paper['name']}**, [{paper['title']}](https://huggingface.co/papers/{paper['id']}) "
+            f"(arXiv {paper['id']}): {settings}"
+        )
+    grpo = GRPOTrainer._paper
+    lines.append(
+        f"- **GRPO**, the base algorithm, [{grpo['title']}](https://huggingface.co/papers/{grpo['id']}) "
+        f"(arXiv {grpo['id']}): `loss_type={args.loss_type!r}`, `beta={args.beta!r}`"
+    )
+    return "\n".join(lines)
