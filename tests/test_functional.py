@@ -12,6 +12,7 @@ from trl_policysplit.functional import (
     distinct_correct_per_group,
     dual_mode_internal_rewards,
     group_token_quantile,
+    mean_of_sequence_means,
     policy_split_internal_reward,
     uniform_reward_groups,
 )
@@ -182,3 +183,23 @@ def test_dual_mode_without_sharing_groups_each_mode_alone_and_has_no_cross_rows(
     # Each mode's pair is range-normalized on its own, (x - mean) / (max - min) = -0.5, +0.5; the normal mode's
     # term is a penalty (negated), the high-entropy mode's a bonus.
     torch.testing.assert_close(got_own, torch.tensor([[0.5], [-0.5], [-0.5], [0.5]]), atol=1e-5, rtol=0)
+
+
+def test_mean_of_sequence_means_weighs_every_sequence_the_same_unlike_the_token_mean():
+    # Rows of 1, 3, 0 and 2 valid tokens; the values at invalid tokens (99, inf) must not count.
+    values = torch.tensor([[3.0, 99.0, 99.0], [1.0, 1.0, 1.0], [99.0, 99.0, 99.0], [2.0, 4.0, math.inf]])
+    mask = torch.tensor([[1, 0, 0], [1, 1, 1], [0, 0, 0], [1, 1, 0]])
+    got = mean_of_sequence_means(values, mask)
+    assert got.dim() == 0
+    # Per-row means 3, 1, 3 (the empty row left out), then (3 + 1 + 3) / 3; token-weighted it is 12 / 6 = 2.
+    torch.testing.assert_close(got, torch.tensor(7 / 3))
+    token_weighted = (values.masked_fill(mask == 0, 0.0)).sum() / mask.sum()
+    assert token_weighted.item() == pytest.approx(2.0) and not math.isclose(got.item(), 2.0)
+    # Equal lengths: the two averagings agree.
+    equal = torch.tensor([[1, 1, 0], [1, 1, 0]])
+    torch.testing.assert_close(mean_of_sequence_means(values[[1, 3]], equal), torch.tensor((1.0 + 3.0) / 2))
+
+
+def test_mean_of_sequence_means_without_valid_tokens_is_nan():
+    assert math.isnan(mean_of_sequence_means(torch.ones(2, 3), torch.zeros(2, 3)).item())
+    assert math.isnan(mean_of_sequence_means(torch.ones(0, 3), torch.ones(0, 3)).item())

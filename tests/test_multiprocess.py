@@ -242,7 +242,13 @@ METRIC_KEYS = [
     f"policy_split/{mode}/{name}"
     for mode in MODES
     for name in ("reward", "completion_length", "surprisal", "entropy", "distinct_correct", "clamp_frac")
-] + ["policy_split/kl_normal_to_high_entropy", "policy_split/kl_high_entropy_to_normal", "policy_split/clamp_frac"]
+] + [
+    "policy_split/kl_normal_to_high_entropy",
+    "policy_split/kl_high_entropy_to_normal",
+    "policy_split/kl_normal_to_high_entropy_token",
+    "policy_split/kl_high_entropy_to_normal_token",
+    "policy_split/clamp_frac",
+]
 # Computed from the generation batch before the first update: equal at step 1 across 2-process backends.
 STEP_ONE_KEYS = [key for key in METRIC_KEYS if not key.endswith("/entropy")]
 NUM_GENERATIONS = 4

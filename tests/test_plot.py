@@ -37,6 +37,8 @@ POLICY_SPLIT = {
     "policy_split/high_entropy/surprisal": [1.9, 2.0, 2.1, 2.05, 2.2],
     "policy_split/kl_normal_to_high_entropy": [0.01, 0.03, 0.05, 0.08, 0.12],
     "policy_split/kl_high_entropy_to_normal": [0.02, 0.04, 0.07, 0.09, 0.15],
+    "policy_split/kl_normal_to_high_entropy_token": [0.012, 0.035, 0.06, 0.085, 0.13],
+    "policy_split/kl_high_entropy_to_normal_token": [0.018, 0.041, 0.065, 0.1, 0.14],
     "policy_split/normal/distinct_correct": [1.0, 1.0, 2.0, 2.0, 3.0],
     "policy_split/high_entropy/distinct_correct": [0.0, 1.0, 1.0, 2.0, 2.5],
     "policy_split/normal/completion_length": [30.0, 29.0, 27.0, 25.0, 24.0],
@@ -98,12 +100,14 @@ def write_trainer_state(directory: Path, history: list[dict]) -> Path:
 def expected_series(values: dict[str, list[float | None]]) -> dict[str, dict]:
     """first / last / points of each key the plot should draw, from the columns written (None and NaN left out)."""
     plotted = [key for key in values if key.startswith(("policy_split/", "advantage/", "dipo/"))]
+    policy_split_run = any(key.startswith("policy_split/") for key in values)
     for pooled, per_mode in (
         ("reward", "reward"),
         ("entropy", "entropy"),
         ("completions/mean_length", "completion_length"),
     ):
-        if f"policy_split/normal/{per_mode}" not in values:
+        # TRL's entropy includes Policy Split's cross pairs: never drawn for a Policy Split run.
+        if f"policy_split/normal/{per_mode}" not in values and not (pooled == "entropy" and policy_split_run):
             plotted.append(pooled)
     expected = {}
     for key in plotted:
@@ -217,9 +221,37 @@ def test_null_and_nan_points_are_left_out_of_the_summary(tmp_path):
 def test_all_null_per_mode_values_fall_back_to_the_pooled_metric(tmp_path):
     values = GRPO | {"policy_split/normal/reward": [None] * 5, "policy_split/high_entropy/reward": [NAN] * 5}
     summary = plotting.plot_run(write_jsonl(tmp_path, make_history(values)))
-    assert summary["panels"] == ["reward", "entropy", "completion_length"]
-    assert sorted(summary["series"]) == ["completions/mean_length", "entropy", "reward"]
+    # A Policy Split run: TRL's entropy (every loss row, cross pairs included) is not a fallback there.
+    assert summary["panels"] == ["reward", "completion_length"]
+    assert sorted(summary["series"]) == ["completions/mean_length", "reward"]
     assert (summary["series"]["reward"]["first"], summary["series"]["reward"]["last"]) == (0.2, 0.6)
+
+
+def test_the_entropy_panel_shows_per_mode_entropies_and_trl_entropy_only_for_plain_runs(tmp_path):
+    def entropy_series(name: str, values: dict) -> dict[str, str]:
+        summary = plotting.plot_run(write_jsonl(tmp_path / name, make_history(values)))
+        return {key: item["label"] for key, item in summary["series"].items() if item["panel"] == "entropy"}
+
+    assert entropy_series("split", GRPO | POLICY_SPLIT) == {
+        "policy_split/normal/entropy": "normal",
+        "policy_split/high_entropy/entropy": "high entropy",
+    }
+    # Per-mode entropies logged but all missing: still no training entropy to show, TRL's pooled one is not it.
+    missing = {"policy_split/normal/entropy": [None] * 5, "policy_split/high_entropy/entropy": [NAN] * 5}
+    assert entropy_series("missing", GRPO | POLICY_SPLIT | missing) == {}
+    assert entropy_series("grpo", GRPO) == {"entropy": "all completions"}
+
+
+def test_the_kl_panel_draws_the_paper_averaging_solid_and_the_token_weighted_one_dashed_in_the_same_colour():
+    panel = next(panel for panel in plotting.PANELS if panel.name == "inter_mode_kl")
+    drawn = plotting._panel_series(make_history(POLICY_SPLIT), panel)
+    assert [(key, color, style) for key, _, _, _, color, style in drawn] == [
+        ("policy_split/kl_normal_to_high_entropy", "C0", "-"),
+        ("policy_split/kl_high_entropy_to_normal", "C1", "-"),
+        ("policy_split/kl_normal_to_high_entropy_token", "C0", "--"),
+        ("policy_split/kl_high_entropy_to_normal_token", "C1", "--"),
+    ]
+    assert all(label.endswith("token-weighted") for _, label, *_ in drawn[2:])
 
 
 def test_a_run_directory_prefers_metrics_jsonl_then_trainer_state_then_the_latest_checkpoint(tmp_path):

@@ -24,6 +24,7 @@ from trl_policysplit.policy_split_trainer import BASE_ADVANTAGE_KEY, CONTEXT_KEY
 NUM_GENERATIONS = 4
 BATCH = 8  # two questions per step
 MODE_METRICS = ["reward", "completion_length", "entropy", "surprisal", "distinct_correct", "clamp_frac"]
+KL_METRICS = ("kl_normal_to_high_entropy", "kl_high_entropy_to_normal")  # the paper's per-sequence averaging
 
 
 def make_config(tmp_path, **overrides) -> PolicySplitConfig:
@@ -171,9 +172,40 @@ def test_training_changes_parameters_and_logs_per_mode_metrics(tiny_model_dir, t
                 assert math.isfinite(entry[f"policy_split/{mode}/{metric}"]), (mode, metric)
             assert entry[f"policy_split/{mode}/completions"] == BATCH // 2
             assert entry[f"policy_split/{mode}/train_sequences"] == BATCH
-        for name in ("kl_normal_to_high_entropy", "kl_high_entropy_to_normal", "clamp_frac"):
-            assert math.isfinite(entry[f"policy_split/{name}"])
+        for name in (*KL_METRICS, *(f"{kl}_token" for kl in KL_METRICS), "clamp_frac"):
+            assert math.isfinite(entry[f"policy_split/{name}"]), name
         assert 0.0 <= entry["policy_split/clamp_frac"] <= 1.0
+
+
+def test_inter_mode_kl_is_logged_per_sequence_as_in_the_paper_and_token_weighted(tiny_model_dir, tmp_path):
+    trainer = make_trainer(tiny_model_dir, tmp_path)
+    # One group of 4 completions: 2 normal of 1 and 3 tokens, 2 high-entropy of 2 and 1 tokens. The own log-probs
+    # are 0, so cross - own surprisal is the negated cross log-prob; 99 sits on padding and must not count.
+    mask = torch.tensor([[1, 0, 0], [1, 1, 1], [1, 1, 0], [1, 0, 0]])
+    cross_minus_own = torch.tensor([[3.0, 99.0, 99.0], [1.0, 1.0, 1.0], [2.0, 4.0, 99.0], [0.5, 99.0, 99.0]])
+    trainer._log_mode_metrics(
+        "train",
+        rewards=torch.tensor([1.0, 0.0, 1.0, 0.0]),
+        completion_ids=torch.tensor([[5, 6, 7], [5, 6, 7], [8, 9, 10], [8, 9, 11]]),
+        loss_mask=mask,
+        is_high=torch.tensor([False, False, True, True]),
+        own_logps=torch.zeros(4, 3),
+        cross_logps=-cross_minus_own,
+        gathered_surprisal=None,
+        group_size=4,
+        clamp_counts=torch.zeros(2, 2),
+    )
+    logged = trainer._metrics["train"]
+    expected = {
+        # Paper: each completion's mean over its tokens, then the mean over the mode's completions.
+        "kl_normal_to_high_entropy": (3.0 + 1.0) / 2,
+        "kl_high_entropy_to_normal": (3.0 + 0.5) / 2,
+        # Token-weighted: the mode's token sum over its token count.
+        "kl_normal_to_high_entropy_token": (3.0 + 3.0) / 4,
+        "kl_high_entropy_to_normal_token": (6.0 + 0.5) / 3,
+    }
+    for name, value in expected.items():
+        assert logged[f"policy_split/{name}"] == [pytest.approx(value)], name
 
 
 def test_reward_functions_get_the_normal_prompt_and_a_mode_column(tiny_model_dir, tmp_path):

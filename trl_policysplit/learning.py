@@ -13,8 +13,13 @@ other, so drift of a shared machine spreads over all of them.
 Reported (the claims of the papers that a small run can show): the high-entropy mode's token entropy above the
 normal mode's; the inter-mode KL growing from near 0; distinct correct completions per question in each mode;
 held-out pass@1 and pass@k of the normal mode against the baselines; for AsymGRPO the fraction of groups solved by
-none. Output, in ``--output-dir``: ``learning.json`` (settings, machine, every run, means over seeds, claims),
-``learning.md`` (the table and the claims, as they came out) and ``learning.png`` (curves over the steps).
+none. Output, in ``--output-dir``: ``learning.json`` (settings, machine, every run, means over seeds, claims, and
+``averaging``: how each number is averaged), ``learning.md`` (the table and the claims, as they came out) and
+``learning.png`` (curves over the steps).
+
+A Policy Split run's training entropy is its per-mode ``policy_split/<mode>/entropy``: TRL's ``entropy`` averages
+every loss row, the cross pairs included, which is no policy a user samples from. Its inter-mode KL is the paper's
+per-sequence average (``KL_KEYS``); the token-weighted one (``..._token``) is kept in ``learning.json``.
 """
 
 from __future__ import annotations
@@ -73,11 +78,38 @@ TRAIN_KEYS = (
     "policy_split/high_entropy/entropy",
     "policy_split/kl_normal_to_high_entropy",
     "policy_split/kl_high_entropy_to_normal",
+    "policy_split/kl_normal_to_high_entropy_token",
+    "policy_split/kl_high_entropy_to_normal_token",
     "policy_split/normal/distinct_correct",
     "policy_split/high_entropy/distinct_correct",
 )
 TAIL = 3
+# The inter-mode KL as the paper averages it (per completion, then over completions): the one the claims and the
+# table read. The token-weighted versions are summarized too, for comparison.
 KL_KEYS = ("policy_split/kl_normal_to_high_entropy", "policy_split/kl_high_entropy_to_normal")
+# A method's training entropy: per mode for Policy Split (see the module docstring), TRL's `entropy` otherwise.
+SPLIT_ENTROPY_KEYS = ("policy_split/normal/entropy", "policy_split/high_entropy/entropy")
+# How the report's numbers are averaged, written into learning.json. Training metrics are logged once per batch and
+# averaged over the logging step by TRL; the summaries' first/last N are means over steps; `means` are over seeds.
+AVERAGING: dict[str, str] = {
+    "train/policy_split/kl_<from>_to_<to>": (
+        "the paper's: each completion of the <from> mode averaged over its tokens, then the mean over those "
+        "completions (all processes' rows)"
+    ),
+    "train/policy_split/kl_<from>_to_<to>_token": "token-weighted over the <from> mode's completions' tokens",
+    "train/policy_split/<mode>/entropy": (
+        "token-weighted over the mode's own rollouts in the loss forward (cross pairs left out); a Policy Split "
+        "run's training entropy"
+    ),
+    "train/entropy": (
+        "TRL's: token-weighted over every loss row; under Policy Split that includes the cross pairs (completions "
+        "behind the other mode's prompt), so it is not the entropy of either mode and the report does not use it for "
+        "Policy Split methods"
+    ),
+    "train/reward, train/policy_split/<mode>/reward": "mean over completions",
+    "train/advantage/frac_groups_solved_none": "fraction of question groups",
+    "eval/<mode>/<metric>": "as the evaluation report's `averaging` says (scripts/evaluate.py)",
+}
 
 DEFAULTS: dict[str, Any] = {
     "model": "smollm2-135m-instruct",
@@ -191,7 +223,8 @@ def claims(means: Mapping[str, Mapping[str, float | None]], k: int) -> list[dict
         add(
             f"{method}: the high-entropy mode's token entropy is above the normal mode's (held-out)",
             _above(he, normal),
-            f"held-out {_f(he)} vs {_f(normal)} nats/token; training, last {TAIL} steps {_f(he_t)} vs {_f(normal_t)}",
+            f"held-out {_f(he)} vs {_f(normal)} nats/token; training (each mode's own rollouts), last {TAIL} steps "
+            f"{_f(he_t)} vs {_f(normal_t)}",
         )
         parts, grows = [], []
         for key, label in zip(KL_KEYS, ("normal→HE", "HE→normal"), strict=True):
@@ -203,8 +236,8 @@ def claims(means: Mapping[str, Mapping[str, float | None]], k: int) -> list[dict
         add(
             f"{method}: the inter-mode KL grows from near 0 over training",
             None if None in grows else all(grows),
-            "mean of the first {0} → mean of the last {0} steps, nats/token, must rise by more than the standard "
-            "deviation over all steps: {1}".format(TAIL, "; ".join(parts)),
+            "per-sequence KL as in the paper, mean of the first {0} → mean of the last {0} steps, nats/token, must "
+            "rise by more than the standard deviation over all steps: {1}".format(TAIL, "; ".join(parts)),
         )
         dn, dh = m.get("eval/normal/distinct_correct"), m.get("eval/high_entropy/distinct_correct")
         reference = ", ".join(f"{b} {_f(means[b].get('eval/normal/distinct_correct'), 2)}" for b in baselines)
@@ -240,7 +273,8 @@ def markdown_table(means: Mapping[str, Mapping[str, float | None]], seeds: int, 
     """One row per method (the untrained model first): held-out metrics, training curves' ends, wall time."""
     header = (
         f"| method | seeds | steps | pass@1 | pass@{k} | HE pass@1 | HE pass@{k} | entropy normal / HE (held-out) "
-        f"| KL normal→HE first {TAIL} → last {TAIL} | KL HE→normal first {TAIL} → last {TAIL} "
+        f"| KL normal→HE (per sequence) first {TAIL} → last {TAIL} "
+        f"| KL HE→normal (per sequence) first {TAIL} → last {TAIL} "
         "| distinct correct normal / HE "
         f"| solved by none (train, last {TAIL}) | train reward first → last {TAIL} | wall s (train + eval) |"
     )
@@ -293,6 +327,11 @@ def format_markdown(report: Mapping[str, Any]) -> str:
         + f". The entropy coefficient {ENTROPY_COEF} and the reward range [0, {sum(REWARD_WEIGHTS)}] are ours.",
         "- Values are means over the seeds (`learning.json` has every run). Training columns come from the logged "
         "metrics of the run's own rollouts, not the held-out set; KL is only logged by Policy Split.",
+        "- Averaging: the KL columns are the paper's (each completion's mean over its tokens, then the mean over "
+        "the mode's completions; the token-weighted `_token` versions are in `learning.json`); held-out entropy is "
+        "token-weighted over all samples of a mode; pass@k, distinct correct per question, averaged over questions. "
+        "Policy Split's training entropy is per mode (`policy_split/<mode>/entropy`, the mode's own rollouts), never "
+        "TRL's `entropy`, which also averages the cross pairs. `learning.json` lists every number's averaging.",
         "",
         markdown_table(report["means"], seeds, s["steps"], k),
         "",
@@ -338,17 +377,19 @@ def plot_learning(report: Mapping[str, Any], output: str | Path) -> None:
 
     split = [m for m in methods if m in POLICY_SPLIT_METHODS]
     curves(axes[0], "reward", methods)
-    curves(axes[1], "entropy", methods)
+    # TRL's `entropy` of a Policy Split run averages the cross pairs too: its normal mode's entropy stands there.
+    curves(axes[1], "entropy", [m for m in methods if m not in POLICY_SPLIT_METHODS])
+    curves(axes[1], SPLIT_ENTROPY_KEYS[0], split, " (normal mode)")
     curves(axes[2], "advantage/frac_groups_solved_none", methods)
     curves(axes[3], KL_KEYS[0], split, " normal→HE")
     curves(axes[3], KL_KEYS[1], split, " HE→normal", "--")
-    curves(axes[4], "policy_split/normal/entropy", split, " normal")
-    curves(axes[4], "policy_split/high_entropy/entropy", split, " high entropy", "--")
+    curves(axes[4], SPLIT_ENTROPY_KEYS[0], split, " normal")
+    curves(axes[4], SPLIT_ENTROPY_KEYS[1], split, " high entropy", "--")
     titles = (
         ("Training reward (all completions)", "reward"),
-        ("Training token entropy (all completions)", "nats / token"),
+        ("Training token entropy (Policy Split: normal mode)", "nats / token"),
         ("Training groups solved by none", "fraction of groups"),
-        ("Inter-mode KL estimate (Policy Split)", "nats / token"),
+        ("Inter-mode KL estimate, per sequence (Policy Split)", "nats / token"),
         ("Training token entropy per mode (Policy Split)", "nats / token"),
     )
     for axis, (title, ylabel) in zip(axes, titles, strict=False):
@@ -501,6 +542,7 @@ def run_learning(options: Mapping[str, Any], log: Callable[[str], None] = print)
         "wall_time_s": time.perf_counter() - started,
         "means": means,
         "claims": claims(means, options["k"][-1]),
+        "averaging": AVERAGING,
         "untrained": untrained,
         "runs": runs,
     }

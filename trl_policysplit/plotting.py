@@ -29,13 +29,20 @@ class RunLogError(ValueError):
 
 @dataclass(frozen=True)
 class Panel:
-    """One subplot: the metrics it shows and the fallbacks used when none of them was logged."""
+    """One subplot: the metrics it shows and the fallbacks used when none of them was logged.
+
+    ``dashed`` keys are drawn dashed, each in the colour of the key at the same position in ``keys``. Fallbacks are
+    not used in a run that logged any key starting with ``no_fallback_prefix`` (a metric that exists there but
+    means something else).
+    """
 
     name: str
     title: str
     ylabel: str
     keys: tuple[tuple[str, str], ...]  # (log key, legend label)
     fallback: tuple[tuple[str, str], ...] = ()
+    dashed: tuple[tuple[str, str], ...] = ()
+    no_fallback_prefix: str | None = None
 
 
 def _per_mode(metric: str) -> tuple[tuple[str, str], ...]:
@@ -44,15 +51,29 @@ def _per_mode(metric: str) -> tuple[tuple[str, str], ...]:
 
 PANELS: tuple[Panel, ...] = (
     Panel("reward", "Reward", "reward", _per_mode("reward"), (("reward", "all completions"),)),
-    Panel("entropy", "Token entropy", "nats / token", _per_mode("entropy"), (("entropy", "all tokens"),)),
+    # TRL's `entropy` averages every loss row; under Policy Split these include the cross pairs (completions behind
+    # the other mode's prompt), so it is no policy's training entropy there: only plain runs fall back to it.
+    Panel(
+        "entropy",
+        "Token entropy",
+        "nats / token",
+        _per_mode("entropy"),
+        (("entropy", "all completions"),),
+        no_fallback_prefix="policy_split/",
+    ),
     Panel("surprisal", "Surprisal of the sampled tokens", "nats / token", _per_mode("surprisal")),
     Panel(
         "inter_mode_kl",
-        "Inter-mode KL estimate",
+        "Inter-mode KL estimate (dashed: token-weighted)",
         "nats / token",
+        # The paper's averaging: each completion's mean over its tokens, then the mean over completions.
         (
             ("policy_split/kl_normal_to_high_entropy", "normal → high entropy"),
             ("policy_split/kl_high_entropy_to_normal", "high entropy → normal"),
+        ),
+        dashed=(
+            ("policy_split/kl_normal_to_high_entropy_token", "normal → high entropy, token-weighted"),
+            ("policy_split/kl_high_entropy_to_normal_token", "high entropy → normal, token-weighted"),
         ),
     ),
     Panel("distinct_correct", "Distinct correct completions per group", "count", _per_mode("distinct_correct")),
@@ -193,10 +214,19 @@ def series(history: Sequence[dict[str, Any]], key: str) -> tuple[list[int], list
     return steps, [by_step[step] for step in steps]
 
 
-def _panel_series(history: Sequence[dict[str, Any]], panel: Panel) -> list[tuple[str, str, list[int], list[float]]]:
-    """The series a panel draws: its own keys with points, else its fallbacks with points."""
-    for keys in (panel.keys, panel.fallback):
-        found = [(key, label, *series(history, key)) for key, label in keys]
+def _panel_series(
+    history: Sequence[dict[str, Any]], panel: Panel
+) -> list[tuple[str, str, list[int], list[float], str, str]]:
+    """The series a panel draws, as (key, label, steps, values, colour, line style): its own keys (and dashed ones)
+    with points, else its fallbacks with points unless the run logged a key under ``panel.no_fallback_prefix``."""
+    prefix = panel.no_fallback_prefix
+    own = [(key, label, index, "-") for index, (key, label) in enumerate(panel.keys)]
+    own += [(key, label, index, "--") for index, (key, label) in enumerate(panel.dashed)]
+    groups = [own]
+    if not (prefix and any(key.startswith(prefix) for entry in history for key in entry)):
+        groups.append([(key, label, index, "-") for index, (key, label) in enumerate(panel.fallback)])
+    for keys in groups:
+        found = [(key, label, *series(history, key), f"C{index}", style) for key, label, index, style in keys]
         found = [item for item in found if item[2]]
         if found:
             return found
@@ -217,7 +247,7 @@ def plot_run(path: str | Path, output: str | Path | None = None) -> dict[str, An
         raise RunLogError(f"{file}: no training steps (no log event with a step and per-step metrics)")
     drawn = [(panel, found) for panel in PANELS if (found := _panel_series(history, panel))]
     if not drawn:
-        known = ", ".join(key for panel in PANELS for key, _ in panel.keys + panel.fallback)
+        known = ", ".join(key for panel in PANELS for key, _ in panel.keys + panel.dashed + panel.fallback)
         raise RunLogError(f"{file}: none of the plotted metrics was logged ({known})")
 
     run_dir = Path(path) if Path(path).is_dir() else file.parent
@@ -238,9 +268,10 @@ def plot_run(path: str | Path, output: str | Path | None = None) -> dict[str, An
     axes = figure.subplots(nrows, ncols, squeeze=False).ravel()
     summary_series: dict[str, dict[str, Any]] = {}
     for axis, (panel, found) in zip(axes, drawn, strict=False):
-        for key, label, xs, ys in found:
+        for key, label, xs, ys, color, style in found:
             # Markers keep short runs (and a series logged at a single step) visible.
-            axis.plot(xs, ys, label=label, marker="o" if len(xs) <= 40 else None, markersize=3)
+            marker = "o" if len(xs) <= 40 else None
+            axis.plot(xs, ys, style, color=color, label=label, marker=marker, markersize=3)
             summary_series[key] = {
                 "panel": panel.name,
                 "label": label,
