@@ -3,13 +3,14 @@
     python scripts/evaluate.py runs/demo                                  # -> runs/demo/eval/test.json
     python scripts/evaluate.py smollm2-135m-instruct --num-samples 8 --k 1 4 8 --output base.json
 
-See `trl_policysplit.evaluation` (or --help) for the metrics and the defaults a training run's directory supplies.
+See `trl_policysplit.tools.evaluation` (or --help) for the metrics and the defaults a training run's directory
+supplies.
 Exits with status 2 and a one-line message on a mistake in the command or the data.
 """
 
 import sys
 
-from trl_policysplit.evaluation import main
+from trl_policysplit.tools.evaluation import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from trl_policysplit.plotting import plot_run
+from trl_policysplit.tools.plotting import plot_run
 
 
 def main(argv: list[str] | None = None) -> int:

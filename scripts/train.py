@@ -5,7 +5,7 @@ python scripts/train.py --config recipes/demo/smollm2_arithmetic_cpu.yaml
 
 import sys
 
-from trl_policysplit.cli import main
+from trl_policysplit.tools.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

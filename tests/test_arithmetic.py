@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from trl_policysplit.arithmetic import (
+from trl_policysplit.tools.arithmetic import (
     SYSTEM_PROMPT,
     arithmetic_reward,
     extract_answer,

@@ -15,16 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from trl_policysplit import benchmark, learning
-from trl_policysplit.benchmark import (
+from trl_policysplit.tools.studies import learning
+from trl_policysplit.tools.studies import overhead as benchmark
+from trl_policysplit.tools.studies.benchmark import main
+from trl_policysplit.tools.studies.common import finite_or_none
+from trl_policysplit.tools.studies.overhead import (
     PHASES,
     PhaseTimer,
     build_report,
     cycle_means,
-    finite_or_none,
     format_table,
     interleaved_order,
-    main,
     ratio,
     steps_per_cycle,
     summarize,
@@ -462,5 +463,18 @@ def test_learning_quick_on_the_tiny_model_writes_json_markdown_and_png(tiny_mode
 
     markdown = (output / "learning.md").read_text()
     assert "| untrained | 1 | 0 |" in markdown and "| grpo | 1 | 2 |" in markdown and "learning.png" in markdown
-    assert "## Claims, as they came out" in markdown
+    assert "## Claims decided by 95 % CIs over seeds" in markdown
+    assert "## Descriptive checks on the means over seeds" in markdown
     assert (output / "learning.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    statistics = report["statistics"]
+    assert set(statistics["methods"]) == {"untrained", "grpo", "policy_split"}
+    assert statistics["methods"]["grpo"]["normal/pass@1"]["mean"] == grpo["eval"]["normal"]["pass@1"]
+    assert {claim["verdict"] for claim in statistics["claims"]} <= {"holds", "fails", "inconclusive"}
+    assert any(claim["claim"].startswith("policy_split: normal-mode pass@1") for claim in statistics["claims"])
+
+    # Resumable: every finished run was stored; the same command takes them instead of training again.
+    again = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("stored run taken") == 3
+    rerun = json.loads((output / "learning.json").read_text())
+    assert rerun["means"] == report["means"]

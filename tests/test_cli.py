@@ -12,8 +12,8 @@ import pytest
 from safetensors.torch import load_file
 
 from trl_policysplit import AdvantageShapingConfig, AsymGRPOConfig, DiPOConfig, PolicySplitConfig
-from trl_policysplit.arithmetic import arithmetic_reward, format_reward
-from trl_policysplit.cli import (
+from trl_policysplit.tools.arithmetic import arithmetic_reward, format_reward
+from trl_policysplit.tools.cli import (
     METRICS_FILE,
     RUN_INFO_FILE,
     CLIError,
@@ -147,11 +147,11 @@ def test_builtin_arithmetic_splits_are_held_out():
 
 def test_rewards_by_name_and_path():
     assert build_reward_funcs(["arithmetic", "format"]) == [arithmetic_reward, format_reward]
-    assert build_reward_funcs(["trl_policysplit.arithmetic.format_reward"]) == [format_reward]
+    assert build_reward_funcs(["trl_policysplit.tools.arithmetic.format_reward"]) == [format_reward]
     with pytest.raises(CLIError, match="unknown reward 'accuracy'; built-in rewards: arithmetic, format, math"):
         build_reward_funcs(["accuracy"])
-    with pytest.raises(CLIError, match="cannot import the reward 'trl_policysplit.arithmetic:nope'"):
-        build_reward_funcs(["trl_policysplit.arithmetic:nope"])
+    with pytest.raises(CLIError, match="cannot import the reward 'trl_policysplit.tools.arithmetic:nope'"):
+        build_reward_funcs(["trl_policysplit.tools.arithmetic:nope"])
 
 
 def test_model_names(tiny_model_dir):
@@ -216,7 +216,7 @@ def test_system_prompt_is_added_to_chat_prompts_without_one(tmp_path):
 
 
 def test_a_missing_smollm2_wheel_says_how_to_install_it(monkeypatch):
-    from trl_policysplit import smollm2
+    from trl_policysplit.tools import smollm2
 
     def missing(*args, **kwargs):
         raise RuntimeError("no GGUF file found")

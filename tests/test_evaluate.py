@@ -1,4 +1,4 @@
-"""scripts/evaluate.py and trl_policysplit.evaluation: metrics by hand, sampling on the tiny model, the CLI."""
+"""scripts/evaluate.py and trl_policysplit.tools.evaluation: metrics by hand, sampling on the tiny model, the CLI."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from tiny import conversational_dataset, digit_reward
 
-from trl_policysplit import evaluation
-from trl_policysplit.cli import RUN_INFO_FILE, CLIError
-from trl_policysplit.evaluation import (
+from trl_policysplit.modes import DEFAULT_HIGH_ENTROPY_PROMPT, HIGH_ENTROPY, NORMAL, to_high_entropy
+from trl_policysplit.tools import evaluation
+from trl_policysplit.tools.cli import RUN_INFO_FILE, CLIError
+from trl_policysplit.tools.evaluation import (
     build_parser,
     build_prompts,
     completion_lengths,
@@ -31,7 +32,6 @@ from trl_policysplit.evaluation import (
     sample_completions,
     score_completions,
 )
-from trl_policysplit.modes import DEFAULT_HIGH_ENTROPY_PROMPT, HIGH_ENTROPY, NORMAL, to_high_entropy
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent

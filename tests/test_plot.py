@@ -1,4 +1,4 @@
-"""scripts/plot.py and trl_policysplit.plotting on synthetic logs: panels, summary numbers, lookup and errors."""
+"""scripts/plot.py and trl_policysplit.tools.plotting on synthetic logs: panels, summary numbers, lookup and errors."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trl_policysplit import plotting
+from trl_policysplit.tools import plotting
 
 PIL_Image = pytest.importorskip("PIL.Image")
 

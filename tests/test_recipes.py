@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from trl_policysplit import cli
+from trl_policysplit.tools import cli
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 TRAINING_RECIPES = sorted(path for path in RECIPES.rglob("*.yaml") if path.parent.name != "accelerate")

@@ -24,12 +24,12 @@ from datasets import Dataset, Value
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
+from ..asym_grpo import AsymGRPOConfig, AsymGRPOTrainer, DiPOConfig, DiPOTrainer
+from ..policy_split_config import PolicySplitConfig
+from ..policy_split_trainer import PolicySplitTrainer
+from ..shaping_config import AdvantageShapingConfig
+from ..shaping_trainer import AdvantageShapingTrainer
 from .arithmetic import arithmetic_reward, format_reward, make_arithmetic_dataset
-from .asym_grpo import AsymGRPOConfig, AsymGRPOTrainer, DiPOConfig, DiPOTrainer
-from .policy_split_config import PolicySplitConfig
-from .policy_split_trainer import PolicySplitTrainer
-from .shaping_config import AdvantageShapingConfig
-from .shaping_trainer import AdvantageShapingTrainer
 
 TRAINERS: dict[str, tuple[type[GRPOConfig], type[GRPOTrainer]]] = {
     "policy_split": (PolicySplitConfig, PolicySplitTrainer),

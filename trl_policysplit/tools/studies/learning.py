@@ -37,10 +37,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .benchmark import REWARD_FUNCS, REWARD_WEIGHTS, _device_description, finite_or_none
-from .plotting import load_log_history, series
+from ..plotting import load_log_history, series
+from . import testbed
+from .common import REPO, REWARD_FUNCS, REWARD_WEIGHTS, device_description, finite_or_none
 
-REPO = Path(__file__).resolve().parent.parent
 RECIPE = "recipes/demo/smollm2_arithmetic_cpu.yaml"
 ENTROPY_COEF = 0.01  # ours: TRL's default is 0 (off) and the papers do not tune it for this task
 # The asymmetric rule maps the weighted reward's range to [0, 1]; the recipe's rewards sum to at most 1.25.
@@ -113,14 +113,23 @@ AVERAGING: dict[str, str] = {
 
 DEFAULTS: dict[str, Any] = {
     "model": "smollm2-135m-instruct",
-    "steps": 16,
-    "seeds": [0],
-    "num_samples": 4,
-    "num_questions": None,  # all 20 held-out questions
+    "level": 2,  # two-digit sums and differences: room to learn once the answer format is learned
+    "steps": 48,
+    "seeds": [0, 1, 2],
+    "num_samples": 8,
+    "num_questions": 100,  # held-out questions (the task's test split is built this large)
     "max_completion_length": None,  # the recipe's 64
+    "methods": ["grpo", "asym_grpo", "policy_split", "policy_split_asym_dipo"],
+}
+QUICK: dict[str, Any] = {
+    **DEFAULTS,
+    "level": 1,
+    "steps": 2,
+    "seeds": [0],
+    "num_samples": 2,
+    "num_questions": 4,
     "methods": list(METHODS),
 }
-QUICK: dict[str, Any] = {**DEFAULTS, "steps": 2, "seeds": [0], "num_samples": 2, "num_questions": 4}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -269,6 +278,29 @@ def claims(means: Mapping[str, Mapping[str, float | None]], k: int) -> list[dict
     return found
 
 
+def testbed_metrics(run: Mapping[str, Any]) -> dict[str, float | None]:
+    """A learning run's numbers under the testbed's names, so that both studies decide the same claims the same
+    way (`testbed.decide_claims`: CIs over seeds, paired against GRPO)."""
+    metrics: dict[str, float | None] = {}
+    for mode, values in run.get("eval", {}).items():
+        for name, value in values.items():
+            metrics[f"{mode}/{name}"] = value
+    normal, high = metrics.get("normal/entropy"), metrics.get("high_entropy/entropy")
+    metrics["entropy_ratio"] = high / normal if normal and high is not None else None
+    return {**metrics, **testbed.train_metrics(run.get("series", {}))}
+
+
+def ci_report(runs: Sequence[Mapping[str, Any]], untrained: Sequence[Mapping[str, Any]], k: int) -> dict[str, Any]:
+    """Means with 95 % CIs over seeds, paired differences against GRPO, and the claims decided by their CIs."""
+    aggregated = testbed.aggregate([*untrained, *runs], testbed_metrics)
+    metrics = ("normal/pass@1", f"normal/pass@{k}", "normal/distinct_correct", "normal/entropy")
+    return {
+        "methods": aggregated["methods"],
+        "paired_against_grpo": testbed.paired_against(aggregated, metrics, "grpo"),
+        "claims": testbed.decide_claims(aggregated, k),
+    }
+
+
 def markdown_table(means: Mapping[str, Mapping[str, float | None]], seeds: int, steps: int, k: int) -> str:
     """One row per method (the untrained model first): held-out metrics, training curves' ends, wall time."""
     header = (
@@ -318,7 +350,8 @@ def format_markdown(report: Mapping[str, Any]) -> str:
         f"`{s['command']}` ({s['date']})",
         "",
         f"- Machine: {s['machine']}; load average at start {s['load_average_at_start']}.",
-        f"- Model {s['model']}, recipe `{s['recipe']}` (arithmetic level 1, 80 training questions, dataset seed 0), "
+        f"- Model {s['model']}, recipe `{s['recipe']}` (arithmetic level {s.get('level', 1)}, 80 training "
+        "questions, dataset seed 0), "
         f"{s['steps']} steps per run, seeds {s['seeds']}; held-out: {s['num_questions'] or 'all 20'} questions x "
         f"{s['num_samples']} samples at temperature 1 in each mode, pass@{k} unbiased, evaluation seed = run seed.",
         f"- Wall time {report['wall_time_s'] / 60:.1f} min in all.",
@@ -335,9 +368,25 @@ def format_markdown(report: Mapping[str, Any]) -> str:
         "",
         markdown_table(report["means"], seeds, s["steps"], k),
         "",
-        "## Claims, as they came out",
-        "",
     ]
+    statistics_ = report.get("statistics")
+    if statistics_:
+        lines += [
+            "## Claims decided by 95 % CIs over seeds (holds only when the CI excludes the opposite)",
+            "",
+            *(
+                f"- **{c['verdict']}**: {c['claim']}. Evidence: {testbed.evidence_text(c['evidence'])}"
+                for c in statistics_["claims"]
+            ),
+            "",
+            "Paired differences against GRPO (same seed), mean [95 % CI]: "
+            + "; ".join(
+                f"{method} " + ", ".join(f"{m} {testbed.format_ci(v)}" for m, v in values.items())
+                for method, values in statistics_["paired_against_grpo"].items()
+            ),
+            "",
+        ]
+    lines += ["## Descriptive checks on the means over seeds", ""]
     lines += [f"- {c['claim']}: {_verdict(c['holds'])} ({c['detail']})" for c in report["claims"]]
     questions = s["num_questions"] or 20
     lines += [
@@ -468,6 +517,10 @@ def run_learning(options: Mapping[str, Any], log: Callable[[str], None] = print)
         "TOKENIZERS_PARALLELISM": "false",
     }
     common = ["--config", str(REPO / RECIPE), "--max_steps", str(options["steps"])]
+    # The task's held-out split is built with as many questions as are evaluated (at least the recipe's 20).
+    num_test = max(options["num_questions"] or 20, 20)
+    task_args = ["--arithmetic_level", str(options["level"]), "--arithmetic_num_test", str(num_test)]
+    common += task_args
     if options["model"] != DEFAULTS["model"]:
         common += ["--model_name_or_path", options["model"]]
     if options["max_completion_length"]:
@@ -477,10 +530,11 @@ def run_learning(options: Mapping[str, Any], log: Callable[[str], None] = print)
     settings = {
         "command": options["command"],
         "date": datetime.date.today().isoformat(),
-        "machine": _device_description(device, None),
+        "machine": device_description(device, None),
         "load_average_at_start": [round(load, 2) for load in os.getloadavg()],
         "model": options["model"],
         "recipe": RECIPE,
+        "level": options["level"],
         "steps": options["steps"],
         "seeds": options["seeds"],
         "num_samples": options["num_samples"],
@@ -498,16 +552,48 @@ def run_learning(options: Mapping[str, Any], log: Callable[[str], None] = print)
     untrained: list[dict[str, Any]] = []
     total = len(options["seeds"]) * (len(options["methods"]) + 1)
     done = 0
+    # Every finished run is stored as it ends; a re-run with the same settings takes it instead of running again.
+    stored_dir = output_dir / "runs"
+    stored_dir.mkdir(exist_ok=True)
+    signature = {key: settings[key] for key in ("model", "level", "steps", "num_samples", "k", "num_questions")}
+    signature["max_completion_length"] = settings["max_completion_length"]
+
+    def stored(name: str, method: str) -> dict[str, Any] | None:
+        path = stored_dir / f"{name}.json"
+        if not path.is_file():
+            return None
+        result = json.loads(path.read_text())
+        same = result.get("signature") == signature and result.get("flags") == METHODS.get(method)
+        return result if same else None
+
+    def store(name: str, method: str, result: dict[str, Any]) -> None:
+        record = {**result, "signature": signature, "flags": METHODS.get(method)}
+        (stored_dir / f"{name}.json").write_text(json.dumps(finite_or_none(record)) + "\n")
+
     for seed in options["seeds"]:
-        out = output_dir / f"{UNTRAINED}-seed{seed}.json"
-        command = _eval_command(options["model"], ["normal", "high_entropy"], options, seed, out)
-        command += ["--reward-funcs", *REWARD_FUNCS, "--reward-weights", *map(str, REWARD_WEIGHTS)]
-        eval_s = _run(command, output_dir / "logs" / f"{UNTRAINED}-seed{seed}-eval.log", env)
-        untrained.append({"method": UNTRAINED, "seed": seed, "eval_s": eval_s, **_read_eval(out)})
+        name = f"{UNTRAINED}-seed{seed}"
+        result = stored(name, UNTRAINED)
+        if result is None:
+            out = output_dir / f"{name}.json"
+            command = _eval_command(options["model"], ["normal", "high_entropy"], options, seed, out)
+            command += ["--reward-funcs", *REWARD_FUNCS, "--reward-weights", *map(str, REWARD_WEIGHTS)]
+            command += ["--arithmetic-level", str(options["level"]), "--arithmetic-num-test", str(num_test)]
+            eval_s = _run(command, output_dir / "logs" / f"{name}-eval.log", env)
+            result = {"method": UNTRAINED, "seed": seed, "eval_s": eval_s, **_read_eval(out)}
+            store(name, UNTRAINED, result)
+            log(f"[learning] {done + 1}/{total} {UNTRAINED} seed {seed}: evaluated in {eval_s:.0f} s")
+        else:
+            log(f"[learning] {done + 1}/{total} {name}: stored run taken from {stored_dir}")
+        untrained.append({k: v for k, v in result.items() if k not in ("signature", "flags")})
         done += 1
-        log(f"[learning] {done}/{total} {UNTRAINED} seed {seed}: evaluated in {eval_s:.0f} s")
         for method in options["methods"]:
             name = f"{method}-seed{seed}"
+            result = stored(name, method)
+            if result is not None:
+                runs.append({k: v for k, v in result.items() if k not in ("signature", "flags")})
+                done += 1
+                log(f"[learning] {done}/{total} {name}: stored run taken from {stored_dir}")
+                continue
             run_dir = output_dir / name
             train_args = [*common, *METHODS[method], "--output_dir", str(run_dir), "--seed", str(seed)]
             train_command = [sys.executable, str(REPO / "scripts" / "train.py"), *train_args]
@@ -519,7 +605,7 @@ def run_learning(options: Mapping[str, Any], log: Callable[[str], None] = print)
             history = load_log_history(run_dir)
             step_times = series(history, "step_time")[1]
             runs.append(
-                {
+                result := {
                     "method": method,
                     "seed": seed,
                     "output_dir": str(run_dir),
@@ -532,6 +618,7 @@ def run_learning(options: Mapping[str, Any], log: Callable[[str], None] = print)
                     "series": train_series(history),
                 }
             )
+            store(name, method, result)
             done += 1
             log(f"[learning] {done}/{total} {name}: trained in {train_s:.0f} s, evaluated in {eval_s:.0f} s")
     means = {UNTRAINED: mean_over_seeds(untrained)}
@@ -542,6 +629,7 @@ def run_learning(options: Mapping[str, Any], log: Callable[[str], None] = print)
         "wall_time_s": time.perf_counter() - started,
         "means": means,
         "claims": claims(means, options["k"][-1]),
+        "statistics": ci_report(runs, untrained, options["k"][-1]),
         "averaging": AVERAGING,
         "untrained": untrained,
         "runs": runs,
@@ -565,12 +653,15 @@ def _read_eval(path: Path) -> dict[str, Any]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="2 steps, 1 seed, 2 samples, 4 questions: a smoke run")
     parser.add_argument("--model", help="built-in smollm2-135m-instruct (default), a hub id or a local directory")
-    parser.add_argument("--steps", type=int, help="optimizer steps per run (default 16)")
-    parser.add_argument("--seeds", type=int, nargs="+", help="training and evaluation seeds (default 0)")
-    parser.add_argument("--num-samples", type=int, help="held-out samples per question and mode, n of pass@n (4)")
-    parser.add_argument("--num-questions", type=int, help="first N held-out questions (default all 20)")
+    parser.add_argument("--level", type=int, choices=(1, 2, 3), help="arithmetic level (default 2)")
+    parser.add_argument("--steps", type=int, help="optimizer steps per run (default 48)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="training and evaluation seeds (default 0 1 2)")
+    parser.add_argument("--num-samples", type=int, help="held-out samples per question and mode, n of pass@n (8)")
+    parser.add_argument("--num-questions", type=int, help="held-out questions (default 100)")
     parser.add_argument("--max-completion-length", type=int, help="tokens per completion (default: the recipe's 64)")
-    parser.add_argument("--methods", nargs="+", choices=list(METHODS), help="default: all five")
+    parser.add_argument(
+        "--methods", nargs="+", choices=list(METHODS), help=f"default: {' '.join(DEFAULTS['methods'])}"
+    )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--output-dir", default="runs/benchmark-learning")
 

@@ -5,7 +5,7 @@ Q4_1 GGUF file. ``resolve_smollm2`` converts that file once into an ordinary flo
 (``config.json`` + ``model.safetensors`` + tokenizer with chat template) and caches it, so that
 ``AutoModelForCausalLM.from_pretrained(path)`` and ``AutoTokenizer.from_pretrained(path)`` work offline.
 
-Run ``python -m trl_policysplit.smollm2`` to build the cache and print a greedy answer as a smoke test.
+Run ``python -m trl_policysplit.tools.smollm2`` to build the cache and print a greedy answer as a smoke test.
 """
 
 from __future__ import annotations

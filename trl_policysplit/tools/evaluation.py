@@ -36,6 +36,14 @@ from typing import Any
 
 import numpy as np
 
+from ..modes import (
+    DEFAULT_HIGH_ENTROPY_PROMPT,
+    HIGH_ENTROPY,
+    MODES,
+    NORMAL,
+    template_default_system_prompt,
+    to_high_entropy,
+)
 from .cli import (
     BUILTIN_MODELS,
     RUN_INFO_FILE,
@@ -46,14 +54,6 @@ from .cli import (
     load_split,
     needs_answer,
     resolve_model,
-)
-from .modes import (
-    DEFAULT_HIGH_ENTROPY_PROMPT,
-    HIGH_ENTROPY,
-    MODES,
-    NORMAL,
-    template_default_system_prompt,
-    to_high_entropy,
 )
 
 DEFAULT_KS = (1, 4, 8)
@@ -462,6 +462,8 @@ def resolve_settings(args: argparse.Namespace) -> EvalSettings:
         "prompt_column": args.prompt_column,
         "answer_column": args.answer_column,
         "reward_funcs": args.reward_funcs,
+        "arithmetic_level": getattr(args, "arithmetic_level", None),
+        "arithmetic_num_test": getattr(args, "arithmetic_num_test", None),
     }
     script_args = replace(script_args, **{key: value for key, value in overrides.items() if value is not None})
     split = args.split or script_args.dataset_test_split
@@ -524,6 +526,10 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--reward-weights", type=float, nargs="+", default=None, help="default: the run's, else 1")
     data.add_argument("--high-entropy-prompt", default=None, help="default: the run's, else the package default")
     data.add_argument("--correct-threshold", type=float, default=0.5, help="correct: reward sum > threshold")
+    data.add_argument("--arithmetic-level", type=int, default=None, help="built-in task's level (default: the run's)")
+    data.add_argument(
+        "--arithmetic-num-test", type=int, default=None, help="built-in task's held-out questions (the run's)"
+    )
     model = parser.add_argument_group("model")
     model.add_argument("--dtype", default=None, help="torch dtype to load the model in (default: float32)")
     model.add_argument("--device", default=None, help="default: cuda when available, else cpu")

@@ -1,7 +1,6 @@
 """Cost benchmark: step time, peak memory and a per-phase breakdown of each trainer, as ratios to `GRPOTrainer`.
 
     python scripts/benchmark.py overhead --quick --output overhead.json
-    python scripts/benchmark.py learning --quick    # the learning benchmark: see `trl_policysplit/learning.py`
 
 Every trainer gets the same model, data, seed, `num_generations` and batch settings. Each run is its own process
 (so peak memory is per trainer) and runs are interleaved, GRPO then a method, GRPO then the next method, ..., round
@@ -46,7 +45,6 @@ import inspect
 import json
 import math
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -57,6 +55,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from .common import REPO, REWARD_FUNCS, REWARD_WEIGHTS, device_description, finite_or_none
 
 # Not a config field: divides `per_device_train_batch_size` and multiplies `gradient_accumulation_steps` (and so TRL's
 # default `steps_per_generation`) by the same number, which keeps the generation and optimizer batches unchanged.
@@ -111,8 +111,6 @@ QUICK: dict[str, Any] = {
     "max_completion_length": 32,
     "trainers": ["policy_split", "asym_grpo", "dipo"],
 }
-REWARD_FUNCS = ["arithmetic", "format"]
-REWARD_WEIGHTS = [1.0, 0.25]  # the demo recipe's
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -419,7 +417,7 @@ def run_worker(name: str, settings: Mapping[str, Any], result_path: str) -> None
     import torch
     from trl import ModelConfig
 
-    from . import cli
+    from .. import cli
 
     if settings["device"] == "cpu" and settings.get("threads"):
         torch.set_num_threads(settings["threads"])
@@ -504,32 +502,10 @@ def run_worker(name: str, settings: Mapping[str, Any], result_path: str) -> None
 # Orchestration
 
 
-def _device_description(device: str, threads: int | None) -> str:
-    import torch
-
-    if device == "cuda":
-        return f"cuda: {torch.cuda.get_device_name()} (torch {torch.__version__})"
-    return (
-        f"cpu: {platform.machine()}, {os.cpu_count()} cores, {threads or torch.get_num_threads()} torch threads "
-        f"per run (torch {torch.__version__})"
-    )
-
-
-def finite_or_none(value: Any) -> Any:
-    """The report with NaN and infinities as null, so that the file is strict JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: finite_or_none(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite_or_none(item) for item in value]
-    return value
-
-
 def _run_subprocess(name: str, settings: Mapping[str, Any], workdir: Path, index: int) -> dict[str, Any]:
     result_path = workdir / f"{index:03d}-{name}.json"
     log_path = workdir / f"{index:03d}-{name}.log"
-    package_root = str(Path(__file__).resolve().parent.parent)
+    package_root = str(REPO)
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
@@ -540,7 +516,7 @@ def _run_subprocess(name: str, settings: Mapping[str, Any], workdir: Path, index
     command = [
         sys.executable,
         "-m",
-        "trl_policysplit.benchmark",
+        "trl_policysplit.tools.studies.overhead",
         "_worker",
         name,
         json.dumps(settings),
@@ -558,7 +534,7 @@ def run_overhead(options: Mapping[str, Any], log: Callable[[str], None] = print)
     """Run the interleaved benchmark and return the report (see the module docstring for its fields)."""
     import torch
 
-    from .cli import resolve_model
+    from ..cli import resolve_model
 
     if options["num_generations"] % 2:
         raise ValueError(
@@ -611,7 +587,7 @@ def run_overhead(options: Mapping[str, Any], log: Callable[[str], None] = print)
             )
     report = {
         "benchmark": "overhead",
-        "device": _device_description(device, options["threads"]),
+        "device": device_description(device, options["threads"]),
         "memory_metric": (
             "peak_memory_mb: torch.cuda.max_memory_allocated during training"
             if device == "cuda"
@@ -640,18 +616,7 @@ def _resolve_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="benchmark.py", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    overhead = commands.add_parser(
-        "overhead",
-        help="step time, peak memory and phases of each trainer against GRPOTrainer",
-        description="Step time, peak memory and per-phase seconds of each trainer as ratios to GRPOTrainer; runs are "
-        "interleaved (GRPO, method, GRPO, method, ...) in separate processes. Defaults: "
-        + ", ".join(f"{key} {value}" for key, value in DEFAULTS.items())
-        + "; --quick: "
-        + ", ".join(f"{key} {value}" for key, value in QUICK.items() if DEFAULTS[key] != value),
-    )
+def add_arguments(overhead: argparse.ArgumentParser) -> None:
     overhead.add_argument("--quick", action="store_true", help="small settings: a few minutes on 2 CPU cores")
     overhead.add_argument("--model", help="built-in smollm2-135m-instruct (default), a hub id or a local directory")
     overhead.add_argument("--rounds", type=int, help="rounds of (GRPO, method) pairs")
@@ -678,35 +643,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="let completions stop at EOS (default: min_new_tokens = max length, the same tokens for every trainer)",
     )
     overhead.add_argument("--output", help="write the JSON report here")
-    from . import learning as learning_module  # torch-free at import time
 
-    learning = commands.add_parser(
-        "learning",
-        help="what each method does to SmolLM2-135M-Instruct on the arithmetic task, same budget for each",
-        description=learning_module.__doc__.split("\n\n")[0]
-        + " Defaults: "
-        + ", ".join(f"{key} {value}" for key, value in learning_module.DEFAULTS.items())
+
+def describe() -> str:
+    """The subcommand's description, with its defaults."""
+    return (
+        "Step time, peak memory and per-phase seconds of each trainer as ratios to GRPOTrainer; runs are "
+        "interleaved (GRPO, method, GRPO, method, ...) in separate processes. Defaults: "
+        + ", ".join(f"{key} {value}" for key, value in DEFAULTS.items())
         + "; --quick: "
-        + ", ".join(
-            f"{key} {value}" for key, value in learning_module.QUICK.items() if learning_module.DEFAULTS[key] != value
-        ),
+        + ", ".join(f"{key} {value}" for key, value in QUICK.items() if DEFAULTS[key] != value)
     )
-    learning_module.add_arguments(learning)
-    return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["_worker"]:  # internal: one run, started by `overhead`
-        _, name, settings, result_path = argv
-        run_worker(name, json.loads(settings), result_path)
-        return 0
-    args = build_parser().parse_args(argv)
-    if args.command == "learning":
-        from . import learning
-
-        return learning.main(args, argv)
-    from .cli import CLIError
+def main(args: argparse.Namespace) -> int:
+    from ..cli import CLIError
 
     try:
         report = run_overhead(_resolve_options(args))
@@ -724,5 +675,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # one run in its own process, started by `run_overhead`
+    _, _command, _name, _settings, _result_path = sys.argv
+    run_worker(_name, json.loads(_settings), _result_path)

@@ -1,0 +1,180 @@
+"""The exploration testbed: its statistics and task by hand, its claims on made-up runs, and a --quick smoke run."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trl_policysplit.tools.studies import stats, testbed
+from trl_policysplit.tools.studies import testbed_task as task
+
+REPO = Path(__file__).resolve().parent.parent
+
+# ---------------------------------------------------------------------------------------------------------------
+# Statistics
+
+
+def test_mean_ci_is_the_student_t_interval():
+    ci = stats.mean_ci([1.0, 2.0, 3.0])  # mean 2, sample std 1, t_{0.975, 2} = 4.303
+    assert ci["mean"] == 2.0 and ci["n"] == 3
+    assert ci["ci_low"] == pytest.approx(2.0 - 4.303 / math.sqrt(3))
+    assert ci["ci_high"] == pytest.approx(2.0 + 4.303 / math.sqrt(3))
+    assert stats.mean_ci([5.0, None, math.nan])["ci_low"] == -math.inf  # one value: no spread known
+    assert stats.mean_ci([])["mean"] is None
+    assert stats.t_quantile(11) == 2.228  # between table entries: the smaller df's (wider) quantile
+
+
+def test_paired_differences_use_the_seeds_both_have():
+    diff = stats.paired({0: 0.5, 1: 0.7, 2: 0.9, 3: 1.0}, {0: 0.4, 1: 0.5, 2: 0.6})
+    assert diff["n"] == 3 and diff["mean"] == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "above", "below"),
+    [
+        (0.1, 0.3, stats.HOLDS, stats.FAILS),
+        (-0.3, -0.1, stats.FAILS, stats.HOLDS),
+        (-0.1, 0.1, "inconclusive", "inconclusive"),
+    ],
+)
+def test_verdicts_need_the_interval_to_exclude_the_opposite(low, high, above, below):
+    ci = {"mean": (low + high) / 2, "ci_low": low, "ci_high": high}
+    assert stats.verdict_above(ci) == above
+    assert stats.verdict_below(ci) == below
+
+
+def test_non_inferiority_allows_the_margin():
+    ci = {"mean": -0.01, "ci_low": -0.015, "ci_high": -0.005}
+    assert stats.verdict_not_below(ci, 0.02) == stats.HOLDS
+    assert stats.verdict_above(ci) == stats.FAILS
+    assert stats.verdict_not_below({"mean": -0.05, "ci_low": -0.06, "ci_high": -0.04}, 0.02) == stats.FAILS
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Task
+
+
+def test_solution_counts_by_hand():
+    assert task.count_solutions(45, 0) == 1  # 9 9 9 9 9
+    assert task.count_solutions(45, 9) == 0
+    assert task.count_solutions(0, 1) == 1 and task.count_solutions(0, 0) == 0
+    assert task.count_solutions(1, 3) == 5  # the 1 in any of five places
+    assert max(task.count_solutions(t, 5) for t in range(46)) > 1000  # many answers in the middle
+
+
+def test_splits_are_disjoint_fixed_and_large_enough():
+    first, again = task.splits(), task.splits()
+    assert first == again
+    sets = {name: set(prompts) for name, prompts in first.items()}
+    assert not (sets["train"] & sets["test"]) and not (sets["validation"] & sets["test"])
+    assert len(sets["test"]) >= 200 and len(sets["validation"]) >= 40
+    assert all(task.count_solutions(t, f) > 0 for t, f in first["test"])
+
+
+def test_reward_checks_format_forbidden_digit_and_sum():
+    rewards = task.sum_reward(["9 1 0 0 0", "9 1 0 0", "5 5 0 0 0", "9 1 0 0 0 0", "9 x 0 0 1"], [10] * 5, [5] * 5)
+    assert rewards == [1.0, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_tokenizer_round_trips_prompts_and_answers():
+    tokenizer = task.build_tokenizer()
+    ids = tokenizer(f"{task.INSTRUCTION}\n\n{task.prompt_text(23, 4)}")["input_ids"]
+    assert tokenizer.convert_ids_to_tokens(ids) == ["vary", "sum", "T23", "no", "4", ":"]
+    answer = tokenizer("3 5 7 0 8")["input_ids"] + [tokenizer.eos_token_id]
+    assert tokenizer.decode(answer, skip_special_tokens=True) == "3 5 7 0 8"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Claims on made-up runs
+
+
+def _result(method: str, seed: int, pass1: float, distinct: float, kl_curve=(), none=0.5, zero_std=0.5, ratio=1.0):
+    passes = {str(k): min(1.0, pass1 * k**0.5) for k in testbed.KS}
+    mode = {"pass@k": passes, "distinct_correct": distinct, "entropy": 1.0, "frac_solved_none": 0.1}
+    mode["frac_solved_all"] = 0.0
+    high = {**mode, "entropy": ratio}
+    series = {
+        "advantage/frac_groups_solved_none": [[1, none], [2, none]],
+        "frac_reward_zero_std": [[1, zero_std], [2, zero_std]],
+        "policy_split/kl_high_entropy_to_normal": [[i + 1, v] for i, v in enumerate(kl_curve)],
+    }
+    return {
+        "method": method,
+        "seed": seed,
+        "steps": 2,
+        "wall_s": 1.0,
+        "train_s": 1.0,
+        "series": series,
+        "eval": {
+            "normal": mode,
+            "high_entropy": high,
+            "kl_normal_to_high_entropy": 0.1,
+            "kl_high_entropy_to_normal": 0.1,
+        },
+    }
+
+
+def test_claims_follow_the_confidence_intervals():
+    kl = [0.01] * 5 + [0.02, 0.5, 0.55, 0.6, 0.58, 0.62, 0.6, 0.59, 0.61, 0.6, 0.6, 0.61, 0.6, 0.59, 0.6]
+    results = []
+    for seed in range(4):
+        jitter = 0.001 * seed
+        results.append(_result("grpo", seed, 0.10 + jitter, 1.0 + jitter, none=0.5, zero_std=0.5))
+        results.append(_result("policy_split", seed, 0.10 + jitter, 1.6 + jitter, kl_curve=kl, ratio=1.5 + jitter))
+        results.append(_result("asym_grpo", seed, 0.1, 1.0, none=0.40 + jitter))
+        results.append(_result("dipo", seed, 0.1, 1.0, zero_std=0.55 + jitter))
+    claims = {c["claim"]: c["verdict"] for c in testbed.decide_claims(testbed.aggregate(results))}
+    by_start = {claim.split(":", 1)[0] + ":" + claim.split(":", 1)[1][:30]: v for claim, v in claims.items()}
+    assert claims["policy_split: held-out HE-mode token entropy >= 1.3x the normal mode's"] == "holds"
+    assert any(v == "holds" for k, v in by_start.items() if "inter-mode KL" in k)
+    assert claims["policy_split: normal-mode pass@1 not below GRPO (margin 0.02)"] == "holds"
+    assert claims["policy_split: normal-mode distinct correct answers per prompt above GRPO"] == "holds"
+    assert claims["policy_split: normal-mode pass@16 above GRPO"] == "inconclusive"  # identical pass@16: CI is 0
+    assert claims["asym_grpo: fewer training groups solved by none than GRPO"] == "holds"
+    assert claims["dipo: fewer zero-variance training groups than GRPO"] == "fails"  # more, not fewer
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The command, end to end
+
+
+@pytest.mark.slow
+def test_quick_testbed_writes_a_report_of_the_promised_shape(tmp_path):
+    output = tmp_path / "testbed"
+    command = [
+        sys.executable,
+        str(REPO / "scripts" / "benchmark.py"),
+        "testbed",
+        "--quick",
+        "--output",
+        str(output),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
+    completed = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads((output / "testbed.json").read_text())
+    assert set(report) >= {"config", "runs", "methods", "claims", "paired_against_grpo"}
+    quick = testbed.QUICK
+    assert report["config"]["seeds"] == quick["seeds"] and report["config"]["steps"] == quick["steps"]
+    trained = [run for run in report["runs"] if run["method"] != "untrained"]
+    assert len(trained) == len(quick["methods"]) * quick["seeds"]
+    assert {run["method"] for run in trained} == set(quick["methods"])
+    for run in report["runs"]:
+        assert {"method", "seed", "steps", "wall_s"} <= set(run)
+    for method in quick["methods"]:
+        for metric in ("normal/pass@1", "normal/pass@16", "high_entropy/entropy", "kl_high_entropy_to_normal"):
+            entry = report["methods"][method][metric]
+            assert set(entry) >= {"mean", "ci_low", "ci_high"} and 0 <= entry["mean"] or "kl" in metric
+    for claim in report["claims"]:
+        assert claim["verdict"] in {"holds", "fails", "inconclusive"} and claim["evidence"]
+    assert (output / "testbed.md").read_text().startswith("# Exploration testbed")
+    assert (output / "testbed.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # A second call finds every run finished and only re-aggregates.
+    again = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert again.returncode == 0 and "finished runs found" in again.stdout

@@ -1,0 +1,91 @@
+"""Statistics of the studies: means with 95 % confidence intervals over seeds, paired differences, verdicts.
+
+A claim "holds" only when its confidence interval excludes the opposite, "fails" when it excludes the claim, and is
+"inconclusive" otherwise. Intervals are Student-t intervals over seeds (few seeds: the t quantile, not 1.96).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+# Two-sided 95 % Student-t quantiles t_{0.975, df}; beyond the table the normal 1.96 is within 2 %.
+_T975 = {
+    1: 12.706,
+    2: 4.303,
+    3: 3.182,
+    4: 2.776,
+    5: 2.571,
+    6: 2.447,
+    7: 2.365,
+    8: 2.306,
+    9: 2.262,
+    10: 2.228,
+    12: 2.179,
+    15: 2.131,
+    20: 2.086,
+    30: 2.042,
+}
+
+HOLDS, FAILS, INCONCLUSIVE = "holds", "fails", "inconclusive"
+
+
+def t_quantile(df: int) -> float:
+    """t_{0.975, df}, from the table (the next smaller tabulated df for the ones in between: conservative)."""
+    if df < 1:
+        return math.nan
+    known = [d for d in _T975 if d <= df]
+    return _T975[max(known)] if df <= 30 else 1.96
+
+
+def mean_ci(values: Sequence[float | None]) -> dict[str, Any]:
+    """Mean and 95 % CI over the finite values; one value gives an unbounded interval (no spread is known)."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+    n = len(finite)
+    if n == 0:
+        return {"mean": None, "ci_low": None, "ci_high": None, "n": 0}
+    mean = statistics.fmean(finite)
+    if n == 1:
+        return {"mean": mean, "ci_low": -math.inf, "ci_high": math.inf, "n": 1}
+    half = t_quantile(n - 1) * statistics.stdev(finite) / math.sqrt(n)
+    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}
+
+
+def paired(values: dict[int, float | None], baseline: dict[int, float | None]) -> dict[str, Any]:
+    """Mean and CI of ``value - baseline`` over the seeds both have (same seed: same start, same prompts)."""
+    seeds = sorted(set(values) & set(baseline))
+    diffs = [
+        values[s] - baseline[s]
+        for s in seeds
+        if values[s] is not None and baseline[s] is not None and math.isfinite(values[s] - baseline[s])
+    ]
+    return mean_ci(diffs)
+
+
+def verdict_above(ci: dict[str, Any], threshold: float = 0.0) -> str:
+    """Holds when the whole interval is above the threshold, fails when the whole interval is below it."""
+    if ci["mean"] is None:
+        return INCONCLUSIVE
+    if ci["ci_low"] > threshold:
+        return HOLDS
+    if ci["ci_high"] < threshold:
+        return FAILS
+    return INCONCLUSIVE
+
+
+def verdict_below(ci: dict[str, Any], threshold: float = 0.0) -> str:
+    """The mirror of `verdict_above`: holds when the whole interval is below the threshold."""
+    if ci["mean"] is None:
+        return INCONCLUSIVE
+    if ci["ci_high"] < threshold:
+        return HOLDS
+    if ci["ci_low"] > threshold:
+        return FAILS
+    return INCONCLUSIVE
+
+
+def verdict_not_below(ci: dict[str, Any], margin: float) -> str:
+    """Non-inferiority: holds when the interval lies above ``-margin``, fails when it lies below it."""
+    return verdict_above(ci, -margin)
