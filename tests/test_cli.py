@@ -64,6 +64,8 @@ def test_demo_recipe_trains_the_tiny_model_for_two_steps(tiny_model_dir, tmp_pat
     before, after = load_file(Path(tiny_model_dir) / "model.safetensors"), load_file(output / "model.safetensors")
     assert set(before) <= set(after)
     assert (output / "tokenizer.json").exists()
+    card = (output / "README.md").read_text()  # the final model's card names what trained it
+    assert "2604.11510" in card and PolicySplitConfig.high_entropy_prompt in card
 
     # Running the same command again (the quick start is re-runnable) starts the metrics file anew.
     assert main(arguments) == 0

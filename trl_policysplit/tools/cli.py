@@ -397,6 +397,8 @@ def train(script_args: ScriptArguments, training_args: GRPOConfig, model_args: M
         raise CLIError(str(error)) from None
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
+    # TRL writes a card on checkpoints and pushes only; the final model gets one too (methods, papers, instruction).
+    trainer.create_model_card(dataset_name=script_args.dataset_name)
     if trainer.accelerator.is_main_process:
         tokenizer.save_pretrained(training_args.output_dir)
         saved_args = asdict(script_args)
