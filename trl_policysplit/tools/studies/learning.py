@@ -1,14 +1,17 @@
 """Learning benchmark: what each method does to a small model under the same budget (`benchmark.py learning`).
 
-    python scripts/benchmark.py learning                       # 5 methods x 1 seed x 16 steps, ~45 min on 2 cores
-    python scripts/benchmark.py learning --quick               # the pipeline end to end, 7 min on 2 cores
+    python scripts/benchmark.py learning --output-dir DIR     # 4 methods x 3 seeds x 48 steps, level 2: hours on CPU
+    python scripts/benchmark.py learning --quick               # the pipeline end to end, a few minutes on 2 cores
     python scripts/benchmark.py learning --steps 200 --seeds 0 1 2 --num-samples 16   # on a GPU
 
 Every method trains with the demo recipe (`recipes/demo/smollm2_arithmetic_cpu.yaml`: SmolLM2-135M-Instruct, the
-built-in arithmetic task, 2 questions x 4 completions per step) plus its own flags, for the same number of steps and
-seeds, each run in its own processes (`scripts/train.py`, then `scripts/evaluate.py` on the held-out questions).
-The untrained model is evaluated once per seed as the "before" row. Within a seed the methods run one after the
-other, so drift of a shared machine spreads over all of them.
+built-in arithmetic task, 2 questions x 4 completions per step) at ``--level`` (default 2) plus its own flags, for
+the same number of steps and seeds, each run in its own processes (`scripts/train.py`, then `scripts/evaluate.py`
+on the held-out questions). The untrained model is evaluated once per seed as the "before" row. Within a seed the
+methods run one after the other, so drift of a shared machine spreads over all of them. Resumable: each finished run
+is stored in ``DIR/runs/<method>-seed<s>.json`` as it ends, and the same command takes stored runs instead of
+running them again, then re-aggregates; ``statistics`` in the report holds the means with 95 % CIs over seeds, the
+paired differences against GRPO and the claims decided by their CIs (the testbed's code, `testbed.decide_claims`).
 
 Reported (the claims of the papers that a small run can show): the high-entropy mode's token entropy above the
 normal mode's; the inter-mode KL growing from near 0; distinct correct completions per question in each mode;
