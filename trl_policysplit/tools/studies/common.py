@@ -33,3 +33,13 @@ def finite_or_none(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [finite_or_none(item) for item in value]
     return value
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment of a study's worker process: this repository importable, no tokenizer threads, ``extra``."""
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        "TOKENIZERS_PARALLELISM": "false",
+        **extra,
+    }

@@ -42,7 +42,7 @@ from typing import Any
 
 from ..plotting import load_log_history, series
 from . import testbed
-from .common import REPO, REWARD_FUNCS, REWARD_WEIGHTS, device_description, finite_or_none
+from .common import REPO, REWARD_FUNCS, REWARD_WEIGHTS, device_description, finite_or_none, subprocess_env
 
 RECIPE = "recipes/demo/smollm2_arithmetic_cpu.yaml"
 ENTROPY_COEF = 0.01  # ours: TRL's default is 0 (off) and the papers do not tune it for this task
@@ -514,11 +514,7 @@ def run_learning(options: Mapping[str, Any], log: Callable[[str], None] = print)
     options = {**options, "device": device, "k": sorted({1, options["num_samples"]})}
     output_dir = Path(options["output_dir"]).resolve()
     (output_dir / "logs").mkdir(parents=True, exist_ok=True)
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        "TOKENIZERS_PARALLELISM": "false",
-    }
+    env = subprocess_env()
     common = ["--config", str(REPO / RECIPE), "--max_steps", str(options["steps"])]
     # The task's held-out split is built with as many questions as are evaluated (at least the recipe's 20).
     num_test = max(options["num_questions"] or 20, 20)

@@ -44,7 +44,6 @@ import importlib
 import inspect
 import json
 import math
-import os
 import resource
 import statistics
 import subprocess
@@ -56,7 +55,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .common import REPO, REWARD_FUNCS, REWARD_WEIGHTS, device_description, finite_or_none
+from .common import REWARD_FUNCS, REWARD_WEIGHTS, device_description, finite_or_none, subprocess_env
 
 # Not a config field: divides `per_device_train_batch_size` and multiplies `gradient_accumulation_steps` (and so TRL's
 # default `steps_per_generation`) by the same number, which keeps the generation and optimizer batches unchanged.
@@ -505,12 +504,7 @@ def run_worker(name: str, settings: Mapping[str, Any], result_path: str) -> None
 def _run_subprocess(name: str, settings: Mapping[str, Any], workdir: Path, index: int) -> dict[str, Any]:
     result_path = workdir / f"{index:03d}-{name}.json"
     log_path = workdir / f"{index:03d}-{name}.log"
-    package_root = str(REPO)
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
-        "TOKENIZERS_PARALLELISM": "false",
-    }
+    env = subprocess_env()
     if settings["device"] == "cpu" and settings.get("threads"):
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(settings["threads"])
     command = [

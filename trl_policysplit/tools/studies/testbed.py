@@ -28,6 +28,7 @@ import datetime
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from . import testbed_task as task
-from .common import REPO, finite_or_none
+from .common import REPO, finite_or_none, subprocess_env
 from .stats import FAILS, HOLDS, INCONCLUSIVE, mean_ci, paired, verdict_above, verdict_below, verdict_not_below
 
 KS = tuple(range(1, 33))
@@ -297,10 +298,7 @@ def _mean(points: Sequence[Sequence[float]]) -> float | None:
 
 
 def _std(values: Sequence[float]) -> float | None:
-    if len(values) < 2:
-        return None
-    mean = sum(values) / len(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return statistics.stdev(values) if len(values) > 1 else None
 
 
 def run_metrics(result: Mapping[str, Any]) -> dict[str, float | None]:
@@ -585,14 +583,7 @@ def build_report(results: Sequence[Mapping[str, Any]], config: Mapping[str, Any]
 
 def _run_in_subprocess(spec: Mapping[str, Any], path: Path, log_dir: Path) -> dict[str, Any]:
     """One run in its own process (one torch thread), its result stored at ``path`` when it ends."""
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        "OMP_NUM_THREADS": "1",
-        "MKL_NUM_THREADS": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "HF_HUB_OFFLINE": "1",
-    }
+    env = subprocess_env(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     command = [
         sys.executable,
         "-m",
