@@ -41,9 +41,13 @@ def _step(index: int, step_s: float, warmup: bool = False, cycle: int | None = N
     return {"step": index, "cycle": index if cycle is None else cycle, "warmup": warmup, "step_s": step_s, **values}
 
 
-def _run(name: str, step_times: list[float], peak: float, growth: float, shaping: float = 0.0) -> dict:
+def _run(
+    name: str, step_times: list[float], peak: float, growth: float, shaping: float = 0.0, tokens: int = 100
+) -> dict:
     steps = [_step(0, 100.0, warmup=True)]  # a slow warm-up step that must not count
     steps += [_step(i + 1, t, generation_s=t / 2, shaping_s=shaping) for i, t in enumerate(step_times)]
+    for step in steps:
+        step["loss_tokens"] = tokens  # padded tokens through the loss forward
     memory = {"peak_memory_mb": peak, "memory_growth_mb": growth, "peak_rss_mb": peak, "rss_growth_mb": growth}
     return {"name": name, "steps": steps, "memory": memory}
 
@@ -97,7 +101,7 @@ def test_summarize_takes_medians_over_the_steps_of_all_runs():
 def test_report_gives_ratios_to_grpo_and_checks_targets():
     runs = [
         _run("grpo", [2.0, 2.0], 500.0, 40.0),
-        _run("policy_split", [2.6, 2.4], 600.0, 80.0, shaping=0.01),
+        _run("policy_split", [3.6, 3.4], 600.0, 80.0, shaping=0.01, tokens=220),
         _run("grpo", [2.0, 2.2], 500.0, 40.0),
         _run("asym_grpo", [2.0, 2.0], 500.0, 40.0, shaping=0.001),
         _run("grpo", [1.8, 2.0], 500.0, 40.0),
@@ -107,12 +111,21 @@ def test_report_gives_ratios_to_grpo_and_checks_targets():
     assert report["grpo"]["step_time_s"] == 2.0
     split = report["policy_split"]
     assert split["baseline"] == "grpo"
-    assert split["step_time_ratio"] == pytest.approx(1.25)
+    assert split["step_time_ratio"] == pytest.approx(1.75)
     assert split["peak_memory_ratio"] == pytest.approx(1.2)
     assert split["memory_growth_ratio"] == split["rss_growth_ratio"] == pytest.approx(2.0)
-    assert split["shaping_fraction"] == pytest.approx(0.01 / 2.5, rel=0.05)
-    assert split["step_time_ratio_per_round"] == [pytest.approx(1.25)]  # against the GRPO run right before it
-    assert split["within_targets"] == {"step_time_ratio": True, "peak_memory_ratio": True, "shaping_fraction": True}
+    assert split["shaping_fraction"] == pytest.approx(0.01 / 3.5, rel=0.05)
+    assert split["step_time_ratio_per_round"] == [pytest.approx(1.75)]  # against the GRPO run right before it
+    # Floor: GRPO generates half its step (g = 0.5) and the loss sees 2.2x its padded tokens: 0.5 + 0.5 * 2.2.
+    assert split["floor_inputs"] == {
+        "generation_share": pytest.approx(0.5),
+        "loss_token_ratio": pytest.approx(2.2),
+        "w": pytest.approx(1.1),
+    }
+    assert split["floor"] == pytest.approx(1.6)
+    assert split["floor_ratio"] == pytest.approx(1.75 / 1.6)
+    assert split["within_targets"] == {"floor_ratio": True, "peak_memory_ratio": True, "shaping_fraction": True}
+    assert "floor" not in report["asym_grpo"]
     assert report["asym_grpo"]["step_time_ratio"] == pytest.approx(1.0)
     assert report["asym_grpo"]["step_time_ratio_per_round"] == [pytest.approx(2.0 / 2.1)]
     assert report["dipo"]["step_time_ratio"] == pytest.approx(1.2)
@@ -204,7 +217,7 @@ def test_overhead_quick_on_the_tiny_model_writes_a_well_formed_report(tiny_model
         "1",
         "--trainers",
         *METHODS,
-        "policy_split_half_micro_batch",
+        "policy_split_doubled_micro_batch",
         "--output",
         str(output),
     ]
@@ -222,11 +235,11 @@ def test_overhead_quick_on_the_tiny_model_writes_a_well_formed_report(tiny_model
         "grpo",
         "dipo",
         "grpo",
-        "policy_split_half_micro_batch",
+        "policy_split_doubled_micro_batch",
     ]
     assert report["settings"]["num_generations"] == 4 and report["settings"]["max_completion_length"] == 8
     assert report["grpo"]["step_time_s"] > 0 and report["grpo"]["phases"]["generation_s"] > 0
-    for method in (*METHODS, "policy_split_half_micro_batch"):
+    for method in (*METHODS, "policy_split_doubled_micro_batch"):
         entry = report[method]
         for key in ("step_time_ratio", "peak_memory_ratio", "memory_growth_ratio", "step_time_s", "shaping_fraction"):
             assert entry[key] is not None and math.isfinite(entry[key]), (method, key)
@@ -237,20 +250,21 @@ def test_overhead_quick_on_the_tiny_model_writes_a_well_formed_report(tiny_model
         assert entry["phases"]["generation_s"] > 0 and entry["phases"]["loss_s"] > 0
         assert set(entry["within_targets"]) == set(entry["targets"])
     assert report["policy_split"]["phases"]["shaping_s"] > 0  # its functional core ran
-    assert report["policy_split"]["phases"]["scoring_s"] > 0  # its scoring forward under both contexts
-    assert report["dipo"]["phases"]["scoring_s"] > 0  # no old log-probs from TRL here: DiPO's own forward
+    assert report["policy_split"]["phases"]["scoring_s"] > 0  # its scoring forward of the cross pairs
+    assert report["dipo"]["phases"]["scoring_s"] == 0  # its perplexities come from the sampler: no forward of its own
     assert report["grpo"]["phases"]["scoring_s"] == 0
     assert len(report["runs"]) == 8 and all(len(run["steps"]) == 2 for run in report["runs"])
-    # The memory knob halves the rows per micro-batch and keeps the generation and optimizer batches.
+    for method in ("policy_split", "policy_split_doubled_micro_batch"):
+        floor = report[method]
+        assert floor["floor"] > 1 and floor["floor_ratio"] > 0
+        assert 1.9 < floor["floor_inputs"]["loss_token_ratio"] < 3  # 2 rows per completion, a little longer
+    # By default Policy Split keeps GRPO's micro-batch: half the completions, each under both prompts, twice the
+    # accumulation steps; the opt-out trains both prompts' rows in one micro-batch. Same generation batch.
     batches = {run["name"]: run["batch"] for run in report["runs"]}
-    plain, knob = batches["policy_split"], batches["policy_split_half_micro_batch"]
-    assert knob["per_device_train_batch_size"] * 2 == plain["per_device_train_batch_size"]
-    assert knob["gradient_accumulation_steps"] == 2 * plain["gradient_accumulation_steps"]
-    assert knob["generation_batch_size"] == plain["generation_batch_size"]
-    assert (
-        knob["per_device_train_batch_size"] * knob["gradient_accumulation_steps"]
-        == plain["per_device_train_batch_size"] * plain["gradient_accumulation_steps"]
-    )
+    kept, doubled, grpo = batches["policy_split"], batches["policy_split_doubled_micro_batch"], batches["grpo"]
+    assert kept["per_device_train_batch_size"] * 2 == doubled["per_device_train_batch_size"]
+    assert kept["gradient_accumulation_steps"] == 2 * doubled["gradient_accumulation_steps"]
+    assert kept["generation_batch_size"] == doubled["generation_batch_size"] == grpo["generation_batch_size"]
 
 
 # ----------------------------------------------------------------------------------------------------------------

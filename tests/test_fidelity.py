@@ -58,7 +58,8 @@ def test_a_plain_grpo_config_is_upgraded_with_every_field_kept(
         model=tiny_model_dir, reward_funcs=length_reward, args=args, train_dataset=conversational_dataset()
     )
     assert type(trainer.args) is config_class
-    for name in ("learning_rate", "max_completion_length", "temperature", "steps_per_generation", "output_dir"):
+    # (Policy Split splits each micro-batch in two by default, keeping the generation batch: see test_cost_floor.)
+    for name in ("learning_rate", "max_completion_length", "temperature", "generation_batch_size", "output_dir"):
         assert getattr(trainer.args, name) == getattr(args, name), name
     for name, value in method_defaults.items():
         assert getattr(trainer.args, name) == value, name

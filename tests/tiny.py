@@ -108,12 +108,8 @@ def trainer_settings(tmp_path, **overrides) -> dict:
     return values
 
 
-def trainer_logps(trainer, batch: dict):
-    """Log-probs of every completion token through the trainer's own scoring function, on the same rows and chunks.
-
-    Checks of the shaping math need the very numbers the trainer used: the near-uniform tiny model's surprisals have
-    a small spread, so float32 noise between scoring paths is amplified by a z-score or decides an argmax.
-    """
+def forward_logps(trainer, batch: dict):
+    """Log-probs of every completion token from the trainer's scoring forward, with the trainer's chunk size."""
     import torch
 
     input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
@@ -124,6 +120,19 @@ def trainer_logps(trainer, batch: dict):
             input_ids,
             attention_mask,
             batch["completion_ids"].size(1),
-            batch_size=trainer.args.per_device_train_batch_size,
+            batch_size=getattr(trainer, "_scoring_batch_size", trainer.args.per_device_train_batch_size),
         )
     return logps
+
+
+def trainer_logps(trainer, batch: dict):
+    """The log-probs the trainer itself used for every row: the sampler's (recorded during generation; for Policy
+    Split's cross pairs, its scoring forward's, which the batch carries in the same key), else its scoring forward.
+
+    Checks of the shaping math need the very numbers the trainer used: the near-uniform tiny model's surprisals have
+    a small spread, so float noise between scoring paths (bf16 autocast by TRL's default) is amplified by a z-score
+    or decides an argmax. Tests compare these numbers with an independent forward separately.
+    """
+    if batch.get("sampling_per_token_logps") is not None and trainer._sampler_logps_are_model_logps():
+        return batch["sampling_per_token_logps"]
+    return forward_logps(trainer, batch)

@@ -78,6 +78,18 @@ class PolicySplitConfig(AdvantageShapingConfig):
             "per-token entropy of the temperature-scaled distribution."
         },
     )
+    keep_grpo_micro_batch: bool = field(
+        default=True,
+        metadata={
+            "help": "With share_rollouts every completion is trained under both prompts, which would double the "
+            "rows of each loss micro-batch. True (default, ours) keeps GRPO's micro-batch of "
+            "per_device_train_batch_size rows: half as many completions per micro-batch (each under both prompts) "
+            "and twice the gradient_accumulation_steps and steps_per_generation, so the same generation and optimizer "
+            "batches and the same gradient up to float order (exactly so for the grpo, dapo, dr_grpo and luspo loss "
+            "types; bnpo's token mean is taken per micro-batch). Needs an even per_device_train_batch_size, else it "
+            "is left as set. False: 2x rows per micro-batch (GRPO's step count, 2x its activation memory)."
+        },
+    )
 
     def _validate(self) -> None:
         # Our checks run first so that an odd `num_generations` gets the Policy Split message, not a batch one.

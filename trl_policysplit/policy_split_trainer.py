@@ -9,6 +9,7 @@ internal reward. TRL's own loss (every ``loss_type``) then trains on the result.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from transformers.utils import logging
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import pad, use_adapter
@@ -39,6 +41,7 @@ _NORMAL_PROMPT_KEY = "_policy_split_normal_prompt"
 CONTEXT_KEY = "policy_split_context"
 IS_CROSS_KEY = "policy_split_is_cross"
 BASE_ADVANTAGE_KEY = "policy_split_base_advantages"
+logger = logging.get_logger(__name__)
 _UNSUPPORTED_BATCH_KEYS = ("pixel_values", "image_grid_thw", "num_images", "token_type_ids", "mm_token_type_ids")
 
 
@@ -73,6 +76,48 @@ class PolicySplitTrainer(AdvantageShapingTrainer):
         )
         self._loss_entropies: torch.Tensor | None = None
 
+    def _trainer_args(self, args: PolicySplitConfig) -> PolicySplitConfig:
+        """With shared rollouts and `keep_grpo_micro_batch`, a copy of ``args`` whose loss micro-batches hold
+        ``per_device_train_batch_size`` rows: half the completions per micro-batch (each under both prompts), twice
+        the accumulation steps and the generation's slices; the generation and optimizer batches stay the same."""
+        rows = args.per_device_train_batch_size
+        self._scoring_batch_size = rows  # rows per no-grad scoring forward: GRPO's micro-batch, as set
+        if not (args.share_rollouts and args.keep_grpo_micro_batch):
+            return args
+        if rows % 2:
+            logger.warning(
+                "PolicySplitTrainer trains every completion under both prompts; with an odd "
+                "per_device_train_batch_size=%d it cannot keep GRPO's micro-batch size, so each micro-batch holds %d "
+                "rows. Set an even per_device_train_batch_size to keep GRPO's activation memory.",
+                rows,
+                2 * rows,
+            )
+            return args
+        adjusted = copy.copy(args)
+        adjusted.per_device_train_batch_size = rows // 2
+        adjusted.gradient_accumulation_steps = 2 * args.gradient_accumulation_steps
+        adjusted.steps_per_generation = 2 * args.steps_per_generation
+        if getattr(args, "hf_deepspeed_config", None) is not None:  # DeepSpeed read the batch sizes at config time
+            from accelerate.utils import DeepSpeedPlugin
+            from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
+
+            adjusted.hf_deepspeed_config = HfTrainerDeepSpeedConfig(args.deepspeed)
+            adjusted.hf_deepspeed_config.trainer_config_process(adjusted)
+            adjusted.deepspeed_plugin = DeepSpeedPlugin(hf_ds_config=adjusted.hf_deepspeed_config)
+        logger.info(
+            "PolicySplitTrainer keeps GRPO's loss micro-batch of %d rows: %d completions x 2 prompts per micro-batch, "
+            "gradient_accumulation_steps %d -> %d, steps_per_generation %d -> %d (same generation and optimizer "
+            "batches). Set keep_grpo_micro_batch=False for %d-row micro-batches.",
+            rows,
+            rows // 2,
+            args.gradient_accumulation_steps,
+            adjusted.gradient_accumulation_steps,
+            args.steps_per_generation,
+            adjusted.steps_per_generation,
+            2 * rows,
+        )
+        return adjusted
+
     # ----------------------------------------------------------------------------------------------------------
     # Generation and scoring
 
@@ -89,6 +134,10 @@ class PolicySplitTrainer(AdvantageShapingTrainer):
             output = super()._generate_and_score_completions(tagged)
         is_high_tensor = torch.tensor(is_high, dtype=torch.bool, device=self.accelerator.device)
         return self._split_modes(output, tagged, is_high_tensor, group_size, mode)
+
+    def _needs_sampling_logps(self) -> bool:
+        # The surprisal of every generated row under its own prompt, in training and evaluation alike.
+        return self.args.entropy_estimator == "surprisal"
 
     def _tag_row(self, row: dict[str, Any], high_entropy: bool) -> dict[str, Any]:
         if "mode" in row:
@@ -174,7 +223,7 @@ class PolicySplitTrainer(AdvantageShapingTrainer):
         completion_ids, completion_mask = output["completion_ids"], output["completion_mask"]
         rows, logits_to_keep = completion_ids.shape
         loss_mask = _loss_mask(output)
-        batch_size = args.per_device_train_batch_size if mode == "train" else args.per_device_eval_batch_size
+        batch_size = self._scoring_batch_size if mode == "train" else args.per_device_eval_batch_size
 
         cross_prompt_ids, cross_prompt_mask = self._cross_prompts(tagged, is_high)
         width = max(output["prompt_ids"].size(1), cross_prompt_ids.size(1))
@@ -190,16 +239,17 @@ class PolicySplitTrainer(AdvantageShapingTrainer):
         input_ids = torch.cat([prompt_ids, both_completions], dim=1)
         attention_mask = torch.cat([prompt_mask, both_completion_masks], dim=1)
 
-        own_old_logps = output.get("old_per_token_logps")
+        # The generated rows' log-probs under their own prompt: TRL's old ones, or the sampler's (see `sampling.py`).
+        known_own_logps = self._known_sampling_logps(output)
         with torch.no_grad(), disable_gradient_checkpointing(self.model, args.gradient_checkpointing_kwargs):
-            if own_old_logps is None or args.entropy_estimator == "entropy":
+            if known_own_logps is None or args.entropy_estimator == "entropy":
                 logps, entropies = self._score(input_ids, attention_mask, logits_to_keep, batch_size)
                 own_logps, cross_logps = logps[:rows], logps[rows:]
-            else:  # TRL already scored the generated rows: only the cross pairs are new
+            else:  # only the cross pairs are new
                 cross_logps, entropies = self._score(
                     input_ids[rows:], attention_mask[rows:], logits_to_keep, batch_size
                 )
-                own_logps = own_old_logps
+                own_logps = known_own_logps
             cross_ref_logps = None
             if self.beta != 0.0 and args.share_rollouts:
                 cross_ref_logps = self._reference_logps(

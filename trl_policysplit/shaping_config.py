@@ -116,6 +116,15 @@ class AdvantageShapingConfig(GRPOConfig):
     entropy_advantage_kappa: float = field(
         default=2.0, metadata={"help": "Clamp of the entropy advantage: at most |A_t| / kappa (paper: 2). > 0."}
     )
+    sampler_logprobs: bool = field(
+        default=True,
+        metadata={
+            "help": "Take the generated tokens' log-probs (DiPO's perplexities, Policy Split's own rows) from the "
+            "sampler instead of a no-grad forward: recorded from the model's logits during transformers' generate, "
+            "or vLLM's when no top-p/top-k/min-p/repetition penalty changes them. Same values up to float error "
+            "(vLLM's numerics may differ more). False recomputes them with a forward, as the reference code does."
+        },
+    )
 
     def __post_init__(self) -> None:
         self._validate()

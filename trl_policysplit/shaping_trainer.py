@@ -15,6 +15,7 @@ from collections import deque
 from typing import Any
 
 import torch
+from accelerate.utils import is_peft_model
 from transformers.utils import logging
 from trl import GRPOConfig, GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
@@ -33,6 +34,7 @@ from .functional import (
     uniform_reward_groups,
 )
 from .model_card import add_card_sections, card_identity, methods_section, used_methods
+from .sampling import SampledTokenLogps
 from .shaping_config import AdvantageShapingConfig
 
 logger = logging.get_logger(__name__)
@@ -97,6 +99,7 @@ class AdvantageShapingTrainer(GRPOTrainer):
                 type(self).__name__,
                 self._config_class.__name__,
             )
+        args = self._trainer_args(args)
         super().__init__(model, reward_funcs, args, *a, **kw)
         if args.policy_loss == "kl_cov" and not args.kl_cov_keep_ppo_clip:
             # The reference KL-Cov loss is -A * ratio (no clip) plus its penalty: open TRL's clip range fully.
@@ -104,6 +107,11 @@ class AdvantageShapingTrainer(GRPOTrainer):
         self._rewards_per_func: torch.Tensor | None = None
         self.perplexity_queue = PerplexityQueue(args.ppl_queue_batches)
         self._covariance_draws = 0  # seeds Clip-Cov's random token choice reproducibly
+        self._warned_unfollowed_generation = False
+
+    def _trainer_args(self, args: AdvantageShapingConfig) -> AdvantageShapingConfig:
+        """The arguments the trainer runs with; a subclass may return an adjusted copy (never edits the user's)."""
+        return args
 
     # ----------------------------------------------------------------------------------------------------------
     # Hooks into GRPOTrainer
@@ -112,6 +120,41 @@ class AdvantageShapingTrainer(GRPOTrainer):
         # TRL gathers every process's rewards here; keep them to reshape advantages over whole groups.
         self._rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
         return self._rewards_per_func
+
+    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+        # vLLM returns the sampled tokens' log-probs itself; transformers' generate computes them without returning
+        # them, so record them on the way (`sampling.SampledTokenLogps`) when a forward would otherwise redo them.
+        if not self._records_sampler_logps():
+            return super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+            )
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        generating = unwrapped.get_base_model() if is_peft_model(unwrapped) else unwrapped  # what generate calls
+        with SampledTokenLogps(generating, self.temperature) as recorder:
+            completion_ids, _ = super()._generate_single_turn(
+                prompt_ids, images, multimodal_fields, num_generations, has_tool_images
+            )
+        logprobs = recorder.per_row(completion_ids)
+        if logprobs is None and not self._warned_unfollowed_generation:
+            self._warned_unfollowed_generation = True
+            logger.warning(
+                "Could not record the sampled tokens' log-probs during generation (a generation mode with several "
+                "tokens per step?); computing them with a forward pass instead."
+            )
+        return completion_ids, logprobs
+
+    def _records_sampler_logps(self) -> bool:
+        """Whether to record log-probs during transformers' generation (vLLM's come with its completions)."""
+        if not self.args.sampler_logprobs or self.use_vllm or self.use_transformers_continuous_batching:
+            return False
+        # TRL computes old log-probs itself when a generation is reused or generation and updates are misaligned.
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        trl_scores = self.args.gradient_accumulation_steps % generate_every != 0
+        return self._needs_sampling_logps() and not trl_scores
+
+    def _needs_sampling_logps(self) -> bool:
+        """Whether the shaping reads the sampling policy's log-probs of the generated tokens (DiPO's perplexity)."""
+        return self.args.perplexity_reallocation and self.model.training
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         output = super()._generate_and_score_completions(inputs)
@@ -219,12 +262,34 @@ class AdvantageShapingTrainer(GRPOTrainer):
         metrics["dipo/queue_size"].append(float(len(self.perplexity_queue)))
         return (args.ppl_alpha * rule * active).to(rewards.dtype)
 
+    def _known_sampling_logps(self, output: dict[str, Any]) -> torch.Tensor | None:
+        """The sampling policy's log-probs of the generated tokens if no forward is needed: TRL's old log-probs,
+        or the sampler's when they are the model's own (recorded during generate, or vLLM's without truncation)."""
+        if output.get("old_per_token_logps") is not None:
+            return output["old_per_token_logps"]
+        sampled = output.get("sampling_per_token_logps")
+        if sampled is None or not self._sampler_logps_are_model_logps():
+            return None
+        if torch.isnan(sampled.masked_fill(loss_mask(output) == 0, 0.0)).any():  # a token vLLM could not score
+            return None
+        return sampled
+
+    def _sampler_logps_are_model_logps(self) -> bool:
+        """vLLM reports the processed distribution's log-probs: the model's own only when nothing truncates or
+        reweighs it (top-p, top-k, min-p, repetition penalty); the temperature is the training one on both sides."""
+        if not self.args.sampler_logprobs:
+            return False
+        if not self.use_vllm:
+            return True  # recorded from the model's raw logits (`SampledTokenLogps`)
+        truncated = self.top_p < 1.0 or (self.top_k or 0) > 0 or (self.min_p or 0.0) > 0.0
+        return not truncated and self.repetition_penalty == 1.0
+
     def _sampling_logps(self, output: dict[str, Any], mode: str) -> torch.Tensor:
-        """Log-probs of the generated tokens under the sampling policy: TRL's when it computed them, else one
-        no-grad forward (every process runs it, as ZeRO-3 requires)."""
-        for key in ("old_per_token_logps", "sampling_per_token_logps"):
-            if output.get(key) is not None:
-                return output[key]
+        """Log-probs of the generated tokens under the sampling policy: known ones (`_known_sampling_logps`), else
+        one no-grad forward (every process runs it, as ZeRO-3 requires)."""
+        known = self._known_sampling_logps(output)
+        if known is not None:
+            return known
         batch_size = self.args.per_device_train_batch_size if mode == "train" else self.args.per_device_eval_batch_size
         input_ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
         attention_mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)

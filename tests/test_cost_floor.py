@@ -1,0 +1,196 @@
+"""The cost floor (issue 13): the sampler's log-probs replace no-grad forwards, and Policy Split keeps GRPO's loss
+micro-batch by default with the same gradient."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny import conversational_dataset, digit_reward, forward_logps, trainer_settings
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+from trl_policysplit import DiPOConfig, DiPOTrainer, PolicySplitConfig, PolicySplitTrainer
+from trl_policysplit.sampling import SampledTokenLogps
+
+BATCH = 8
+SAMPLING = {"temperature": 0.7, "top_p": 0.8, "top_k": 6}  # processors that must not leak into the log-probs
+
+
+def build(trainer_class, config_class, model_dir, tmp_path, **overrides):
+    values = trainer_settings(tmp_path, per_device_train_batch_size=BATCH, num_generations=4, **SAMPLING)
+    values.update(overrides)
+    return trainer_class(
+        model=model_dir, reward_funcs=digit_reward, args=config_class(**values), train_dataset=conversational_dataset()
+    )
+
+
+def generate_with_scoring_log(trainer) -> tuple[dict, list[int]]:
+    """The first generation batch, and the rows of every no-grad forward that produced it."""
+    scored_rows: list[int] = []
+    forward = trainer._get_per_token_logps_and_entropies
+
+    def logged(model, input_ids, *args, **kwargs):
+        if not torch.is_grad_enabled():
+            scored_rows.append(input_ids.size(0))
+        return forward(model, input_ids, *args, **kwargs)
+
+    trainer._get_per_token_logps_and_entropies = logged
+    trainer.model.train()
+    batch = trainer._generate_and_score_completions(next(iter(trainer.get_train_dataloader())))
+    return batch, scored_rows
+
+
+def reference_logps(trainer, batch: dict, rows: int) -> torch.Tensor:
+    """A full forward of the generated rows through TRL's own scoring path."""
+    own = {key: batch[key][:rows] for key in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")}
+    return forward_logps(trainer, own)
+
+
+def test_recorded_log_probs_equal_a_forward_with_temperature_and_truncating_processors(tiny_model_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompts = tokenizer(["one two three", "four"], return_tensors="pt", padding=True, padding_side="left")
+    torch.manual_seed(0)
+    with SampledTokenLogps(model, temperature=0.7) as recorder:
+        out = model.generate(
+            **prompts, do_sample=True, max_new_tokens=6, temperature=0.7, top_p=0.8, top_k=6, pad_token_id=0
+        )
+    completions = out[:, prompts["input_ids"].size(1) :]
+    recorded = recorder.per_row(completions.tolist())
+    assert [len(row) for row in recorded] == [completions.size(1)] * 2
+    attention = torch.cat([prompts["attention_mask"], torch.ones_like(completions)], dim=1)
+    with torch.no_grad():
+        logits = model(input_ids=out, attention_mask=attention).logits[:, -completions.size(1) - 1 : -1]
+    expected = torch.log_softmax(logits / 0.7, dim=-1).gather(-1, completions.unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(torch.tensor(recorded), expected, atol=1e-5, rtol=1e-5)
+    # top-p/top-k renormalized probabilities would be larger than the model's: the recorded ones are not those.
+    assert (torch.tensor(recorded) < 0).all()
+
+
+def test_recorder_gives_up_when_it_cannot_follow_the_steps(tiny_model_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    ids = torch.tensor([[5, 6, 7]])
+    with SampledTokenLogps(model, temperature=1.0) as recorder, torch.no_grad():
+        model(input_ids=ids)
+        model(input_ids=torch.tensor([[8, 9]]))  # two tokens in one step, as assisted decoding does
+    assert recorder.per_row([[8, 9, 10]]) is None
+    with SampledTokenLogps(model, temperature=1.0) as recorder, torch.no_grad():
+        model(input_ids=ids)
+    assert recorder.per_row([[8, 9]]) is None  # more tokens than steps: not this generation's record
+
+
+def test_policy_split_scores_only_the_cross_pairs(tiny_model_dir, tmp_path):
+    trainer = build(PolicySplitTrainer, PolicySplitConfig, tiny_model_dir, tmp_path, eta_high=0.5)
+    batch, scored_rows = generate_with_scoring_log(trainer)
+    assert sum(scored_rows) == BATCH  # the cross pairs; the generated rows' log-probs came from the sampler
+    sampled = batch["sampling_per_token_logps"][:BATCH]
+    mask = batch["completion_mask"][:BATCH].bool()
+    expected = reference_logps(trainer, batch, BATCH)
+    torch.testing.assert_close(sampled[mask], expected[mask], atol=3e-3, rtol=1e-3)
+
+
+def test_policy_split_without_sampler_logprobs_scores_every_row(tiny_model_dir, tmp_path):
+    trainer = build(PolicySplitTrainer, PolicySplitConfig, tiny_model_dir, tmp_path, sampler_logprobs=False)
+    batch, scored_rows = generate_with_scoring_log(trainer)
+    assert sum(scored_rows) == 2 * BATCH
+    assert "sampling_per_token_logps" not in batch
+
+
+def test_dipo_runs_no_forward_of_its_own(tiny_model_dir, tmp_path):
+    trainer = build(DiPOTrainer, DiPOConfig, tiny_model_dir, tmp_path)
+    perplexity_inputs = []
+    original = trainer._reallocation_advantages
+
+    def spy(rewards, correct, ppl, group_size, mode):
+        perplexity_inputs.append(ppl)
+        return original(rewards, correct, ppl, group_size, mode)
+
+    trainer._reallocation_advantages = spy
+    batch, scored_rows = generate_with_scoring_log(trainer)
+    assert scored_rows == []
+    expected = reference_logps(trainer, batch, BATCH)
+    mask = batch["completion_mask"].float()
+    expected_log_ppl = -(expected * mask).sum(1) / mask.sum(1)
+    torch.testing.assert_close(perplexity_inputs[0].log(), expected_log_ppl, atol=3e-3, rtol=1e-3)
+
+
+def test_vllm_log_probs_count_only_without_truncating_processors(tiny_model_dir, tmp_path):
+    trainer = build(DiPOTrainer, DiPOConfig, tiny_model_dir, tmp_path)
+    trainer.use_vllm = True  # the rule only reads the sampling settings
+    assert not trainer._sampler_logps_are_model_logps()  # top_p 0.8, top_k 6: vLLM reports processed log-probs
+    trainer.top_p, trainer.top_k = 1.0, 0
+    assert trainer._sampler_logps_are_model_logps()
+    trainer.repetition_penalty = 1.1
+    assert not trainer._sampler_logps_are_model_logps()
+
+
+class GradientCapture(TrainerCallback):
+    """Gradients right before the first optimizer step, and the rows of every loss micro-batch."""
+
+    def __init__(self) -> None:
+        self.model = None
+        self.gradients: dict[str, torch.Tensor] = {}
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        if not self.gradients:
+            self.gradients = {
+                name: p.grad.detach().clone() for name, p in self.model.named_parameters() if p.grad is not None
+            }
+
+
+def first_step_gradients(model_dir, tmp_path, **overrides) -> tuple[dict[str, torch.Tensor], list[int], object]:
+    # float32 throughout: under TRL's default bf16 autocast two batch splits differ by bf16 rounding (~2e-3).
+    values = trainer_settings(
+        tmp_path, per_device_train_batch_size=BATCH, num_generations=4, max_steps=1, max_grad_norm=0.0, eta_high=0.5
+    )
+    values["bf16"] = False
+    values.update(overrides)
+    capture = GradientCapture()
+    trainer = PolicySplitTrainer(
+        model=model_dir,
+        reward_funcs=digit_reward,
+        args=PolicySplitConfig(**values),
+        train_dataset=conversational_dataset(),
+        callbacks=[capture],
+    )
+    capture.model = trainer.model
+    rows: list[int] = []
+    compute_loss = trainer._compute_loss
+
+    def logged(model, inputs):
+        rows.append(inputs["completion_ids"].size(0))
+        return compute_loss(model, inputs)
+
+    trainer._compute_loss = logged
+    trainer.train()
+    return capture.gradients, rows, trainer
+
+
+@pytest.mark.parametrize("loss_type", ["dapo", "grpo"])
+def test_default_keeps_grpo_micro_batch_with_the_same_gradient(tiny_model_dir, tmp_path, loss_type):
+    kept, kept_rows, trainer = first_step_gradients(tiny_model_dir, tmp_path / "kept", loss_type=loss_type)
+    doubled, doubled_rows, _ = first_step_gradients(
+        tiny_model_dir, tmp_path / "doubled", loss_type=loss_type, keep_grpo_micro_batch=False
+    )
+    assert kept_rows == [BATCH, BATCH]  # GRPO's micro-batch, twice per optimizer step
+    assert doubled_rows == [2 * BATCH]
+    assert trainer.args.gradient_accumulation_steps == 2 and trainer.args.generation_batch_size == BATCH
+    assert kept.keys() == doubled.keys() and kept
+    for name in kept:  # same gradient up to float order: relative to each tensor's size, not element by element
+        error = (kept[name] - doubled[name]).norm() / doubled[name].norm().clamp(min=1e-12)
+        assert error < 1e-5, (name, error.item())
+
+
+def test_micro_batch_default_leaves_the_users_config_alone_and_odd_sizes_as_set(tiny_model_dir, tmp_path):
+    config = PolicySplitConfig(**trainer_settings(tmp_path, per_device_train_batch_size=BATCH, num_generations=4))
+    trainer = PolicySplitTrainer(
+        model=tiny_model_dir, reward_funcs=digit_reward, args=config, train_dataset=conversational_dataset()
+    )
+    assert (config.per_device_train_batch_size, config.gradient_accumulation_steps) == (BATCH, 1)
+    assert (trainer.args.per_device_train_batch_size, trainer.args.steps_per_generation) == (BATCH // 2, 2)
+    odd = PolicySplitConfig(
+        **trainer_settings(tmp_path, per_device_train_batch_size=3, num_generations=2, steps_per_generation=2)
+    )
+    trainer = PolicySplitTrainer(
+        model=tiny_model_dir, reward_funcs=digit_reward, args=odd, train_dataset=conversational_dataset()
+    )
+    assert trainer.args.per_device_train_batch_size == 3 and trainer.args is odd
