@@ -492,3 +492,28 @@ def test_learning_quick_on_the_tiny_model_writes_json_markdown_and_png(tiny_mode
     assert again.stdout.count("stored run taken") == 3
     rerun = json.loads((output / "learning.json").read_text())
     assert rerun["means"] == report["means"]
+
+
+def test_overhead_runs_a_random_weight_architecture_with_a_local_tokenizer(tiny_model_dir, tmp_path):
+    """The GPU benchmark's model path (`--model random-qwen3-*`), on the tiny variant: nothing downloaded."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from trl_policysplit.tools.studies.random_model import build_random_model, suppressed_token_ids
+
+    model_dir = build_random_model("random-qwen3-tiny", tiny_model_dir, tmp_path / "random", "float32")
+    config = AutoConfig.from_pretrained(model_dir)
+    assert (config.model_type, config.num_hidden_layers, config.hidden_size) == ("qwen3", 2, 64)
+    vocab = len(AutoTokenizer.from_pretrained(model_dir))
+    assert config.vocab_size > vocab and suppressed_token_ids(model_dir) == list(range(vocab, config.vocab_size))
+
+    output = tmp_path / "overhead.json"
+    command = [sys.executable, str(REPO / "scripts" / "benchmark.py"), "overhead", "--model", "random-qwen3-tiny"]
+    command += ["--tokenizer", tiny_model_dir, "--trainers", "dipo", "--rounds", "1", "--steps", "1", "--warmup", "1"]
+    command += ["--max-completion-length", "8", "--dtype", "float32", "--output", str(output)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRL_POLICYSPLIT_CACHE": str(tmp_path / "cache")}
+    completed = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads(output.read_text())
+    assert report["settings"]["random_weights"] is True
+    assert report["settings"]["model_path"].startswith(str(tmp_path / "cache"))
+    assert report["dipo"]["step_time_s"] > 0

@@ -503,8 +503,15 @@ def run_worker(name: str, settings: Mapping[str, Any], result_path: str) -> None
         "model_init_kwargs": {"dtype": settings["dtype"]},
         **overrides,
     }
+    generation_kwargs: dict[str, Any] = {}
     if settings["fixed_length"]:  # same tokens per step for every trainer, whatever the policy learns
-        values["generation_kwargs"] = {"min_new_tokens": length}
+        generation_kwargs["min_new_tokens"] = length
+    if settings.get("random_weights"):  # the architecture's vocabulary is larger than the local tokenizer's
+        from .random_model import suppressed_token_ids
+
+        generation_kwargs["suppress_tokens"] = suppressed_token_ids(settings["model_path"]) or None
+    if generation_kwargs:
+        values["generation_kwargs"] = generation_kwargs
     if "reward_range" in {f.name for f in config_class.__dataclass_fields__.values()}:
         values["reward_range"] = [0.0, sum(REWARD_WEIGHTS)]  # the asymmetric rule maps the total reward to [0, 1]
     config = config_class(**values)
@@ -572,6 +579,8 @@ def run_overhead(options: Mapping[str, Any], log: Callable[[str], None] = print)
     import torch
 
     from ..cli import resolve_model
+    from ..smollm2 import default_cache_dir
+    from .random_model import build_random_model, is_random_model
 
     if options["num_generations"] % 2:
         raise ValueError(
@@ -580,11 +589,19 @@ def run_overhead(options: Mapping[str, Any], log: Callable[[str], None] = print)
     device = options["device"]
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = options["dtype"] or ("bfloat16" if device == "cuda" else "float32")
+    if is_random_model(options["model"]):  # a real architecture's shapes, random weights: nothing to download
+        tokenizer_dir = resolve_model(options.get("tokenizer") or DEFAULTS["model"])
+        cache = default_cache_dir().parent / f"{options['model']}-{dtype}"
+        model_path = build_random_model(options["model"], tokenizer_dir, cache, dtype)
+    else:
+        model_path = resolve_model(options["model"])
     settings = {
         "model": options["model"],
-        "model_path": resolve_model(options["model"]),
+        "model_path": model_path,
+        "random_weights": is_random_model(options["model"]),
         "device": device,
-        "dtype": options["dtype"] or ("bfloat16" if device == "cuda" else "float32"),
+        "dtype": dtype,
         "dataset": "arithmetic (built-in, level 1, 80 training questions, dataset seed 0)",
         "reward_funcs": REWARD_FUNCS,
         "reward_weights": REWARD_WEIGHTS,
@@ -648,14 +665,26 @@ def _resolve_options(args: argparse.Namespace) -> dict[str, Any]:
     defaults = QUICK if args.quick else DEFAULTS
     options = {key: getattr(args, key) if getattr(args, key) is not None else value for key, value in defaults.items()}
     options.update(
-        quick=args.quick, device=args.device, dtype=args.dtype, seed=args.seed, fixed_length=args.fixed_length
+        quick=args.quick,
+        device=args.device,
+        dtype=args.dtype,
+        seed=args.seed,
+        fixed_length=args.fixed_length,
+        tokenizer=args.tokenizer,
     )
     return options
 
 
 def add_arguments(overhead: argparse.ArgumentParser) -> None:
     overhead.add_argument("--quick", action="store_true", help="small settings: a few minutes on 2 CPU cores")
-    overhead.add_argument("--model", help="built-in smollm2-135m-instruct (default), a hub id or a local directory")
+    overhead.add_argument(
+        "--model",
+        help="built-in smollm2-135m-instruct (default), a hub id, a local directory, or random-qwen3-0.6b/1.7b/8b: "
+        "that architecture with random weights (cost depends on shapes only; nothing is downloaded)",
+    )
+    overhead.add_argument(
+        "--tokenizer", help="tokenizer directory of a random-* model (default: the built-in SmolLM2's)"
+    )
     overhead.add_argument("--rounds", type=int, help="rounds of (GRPO, method) pairs")
     overhead.add_argument("--steps", type=int, help="measured optimizer steps per run")
     overhead.add_argument("--warmup", type=int, help="steps skipped at the start of each run")
