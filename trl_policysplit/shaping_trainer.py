@@ -19,6 +19,7 @@ from transformers.utils import logging
 from trl import GRPOConfig, GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
+from .diagnostics import dipo_warnings
 from .distributed import local_rows
 from .functional import (
     asym_advantages,
@@ -80,6 +81,10 @@ class AdvantageShapingTrainer(GRPOTrainer):
     _kl_cov_penalty: torch.Tensor | None = None
     # Policy Split shapes after its own scoring forward (to reuse its log-probs), not right after generation.
     _shape_after_generation = True
+    # DiPO warns once per reason when it cannot act: non-binary rewards, or no valid split for this many batches.
+    dipo_warn_after_batches = 8
+    _dipo_batches_without_split = 0
+    _dipo_warned: frozenset[str] = frozenset()
 
     def __init__(self, model: Any, reward_funcs: Any = None, args: AdvantageShapingConfig | None = None, *a, **kw):
         if args is None:
@@ -201,6 +206,7 @@ class AdvantageShapingTrainer(GRPOTrainer):
         scored = ~torch.isnan(rewards)
         self.perplexity_queue.push(ppl[scored], correct[scored])
         tau, valid = self.perplexity_queue.threshold()
+        self._warn_if_dipo_cannot_act(valid)
         reallocated, active = reallocated_rewards(correct, ppl, group_size, tau if valid else None)
         # Only groups with no signal of their own: every completion scored and all rewards equal.
         fully_scored = scored.reshape(-1, group_size).all(dim=1).repeat_interleave(group_size)
@@ -218,6 +224,23 @@ class AdvantageShapingTrainer(GRPOTrainer):
         metrics["dipo/frac_groups_down"].append((group_active & group_correct).float().mean().item())
         metrics["dipo/queue_size"].append(float(len(self.perplexity_queue)))
         return (args.ppl_alpha * rule * active).to(rewards.dtype)
+
+    def _warn_if_dipo_cannot_act(self, valid: bool) -> None:
+        """Warn once per reason (main process) when DiPO cannot act, instead of silently training like GRPO."""
+        self._dipo_batches_without_split = 0 if valid else self._dipo_batches_without_split + 1
+        messages = dipo_warnings(
+            self._rewards_per_func,
+            self.reward_weights,
+            self.reward_func_names,
+            self.args.correct_reward_threshold,
+            self._dipo_batches_without_split,
+            self.dipo_warn_after_batches,
+        )
+        for reason, message in messages.items():
+            if reason not in self._dipo_warned:
+                self._dipo_warned = self._dipo_warned | {reason}
+                if self.accelerator.is_main_process:
+                    logger.warning(message)
 
     def _sampling_logps(self, output: dict[str, Any], mode: str) -> torch.Tensor:
         """Log-probs of the generated tokens under the sampling policy: TRL's when it computed them, else one
