@@ -34,6 +34,7 @@ from .functional import (
     uniform_reward_groups,
 )
 from .model_card import add_card_sections, card_identity, methods_section, used_methods
+from .saving import retie_shared_weights
 from .shaping_config import AdvantageShapingConfig
 
 logger = logging.get_logger(__name__)
@@ -154,6 +155,13 @@ class AdvantageShapingTrainer(GRPOTrainer):
         super()._save_optimizer_and_scheduler(output_dir)
         if self.args.perplexity_reallocation and self.args.should_save:
             torch.save(self.perplexity_queue.state_dict(), os.path.join(output_dir, PERPLEXITY_QUEUE_FILE))
+
+    def _save(self, output_dir: str | None = None, state_dict: dict[str, Any] | None = None) -> None:
+        # Under DeepSpeed ZeRO-1/2 the state dict comes with every tensor cloned, so tied weights no longer share
+        # storage and transformers would save them twice (an extra lm_head.weight): tie them again first.
+        if state_dict is not None:
+            state_dict = retie_shared_weights(state_dict, self.accelerator.unwrap_model(self.model))
+        super()._save(output_dir, state_dict)
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         super()._load_optimizer_and_scheduler(checkpoint)
