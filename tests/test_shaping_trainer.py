@@ -326,3 +326,33 @@ def test_dipo_with_one_question_per_device_batch(tiny_model_dir, tmp_path):
     _prefill(trainer, below_correct=1e6, above_wrong=1e9)
     batch = generation_batch(trainer)
     assert int((batch["advantages"] > 0).sum()) == 1 and int((batch["advantages"] < 0).sum()) == GROUP - 1
+
+
+def length_penalty_reward(completions, **kwargs) -> list[float]:
+    """TRL's documentation example: a continuous reward that never crosses the 0.5 correctness threshold."""
+    texts = [c if isinstance(c, str) else c[0]["content"] for c in completions]
+    return [-abs(20 - len(text)) for text in texts]
+
+
+def test_dipo_warns_once_per_reason_when_it_cannot_act(tiny_model_dir, tmp_path, caplog):
+    trainer = build(DiPOTrainer, DiPOConfig, tiny_model_dir, tmp_path, reward_funcs=length_penalty_reward, max_steps=3)
+    trainer.dipo_warn_after_batches = 2
+    with caplog.at_level("WARNING", logger="trl_policysplit.shaping_trainer"):
+        trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert [entry["dipo/valid_split"] for entry in logs] == [0.0, 0.0, 0.0]  # nothing above the threshold
+    warnings = [record.getMessage() for record in caplog.records if record.getMessage().startswith("DiPO:")]
+    assert len(warnings) == 2, warnings  # three batches, each reason once
+    assert warnings[0].startswith("DiPO: rewards are not binary: length_penalty_reward (")
+    assert warnings[1].startswith("DiPO: no valid perplexity threshold for 2 generation batches in a row")
+    assert "no completion's total reward is above correct_reward_threshold=0.5" in warnings[1]
+
+
+def test_dipo_with_binary_rewards_and_a_valid_split_does_not_warn(tiny_model_dir, tmp_path, caplog):
+    trainer = build(DiPOTrainer, DiPOConfig, tiny_model_dir, tmp_path, reward_funcs=all_wrong_reward)
+    trainer.dipo_warn_after_batches = 1
+    _prefill(trainer, below_correct=1e6, above_wrong=1e9)
+    with caplog.at_level("WARNING", logger="trl_policysplit.shaping_trainer"):
+        generation_batch(trainer)
+    assert trainer._metrics["train"]["dipo/valid_split"] == [1.0]
+    assert not [record for record in caplog.records if record.getMessage().startswith("DiPO:")]

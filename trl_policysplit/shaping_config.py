@@ -64,8 +64,9 @@ class AdvantageShapingConfig(GRPOConfig):
     correct_reward_threshold: float = field(
         default=0.5,
         metadata={
-            "help": "A completion is correct when its total reward is above this: used by DiPO and by the "
-            "solved-by-none/all and distinct-correct metrics."
+            "help": "A completion is correct when its total (weighted) reward is above this: used by DiPO and by "
+            "the solved-by-none/all and distinct-correct metrics. With non-binary rewards, set it to the reward that "
+            "means success; DiPO warns once when its rewards are not binary-like or it finds no valid split."
         },
     )
 

@@ -20,6 +20,7 @@ from transformers.utils import logging
 from trl import GRPOConfig, GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
+from .diagnostics import dipo_warnings
 from .distributed import local_rows
 from .functional import (
     asym_advantages,
@@ -35,6 +36,7 @@ from .functional import (
 )
 from .model_card import add_card_sections, card_identity, methods_section, used_methods
 from .sampling import SampledTokenLogps
+from .saving import retie_shared_weights
 from .shaping_config import AdvantageShapingConfig
 
 logger = logging.get_logger(__name__)
@@ -82,6 +84,10 @@ class AdvantageShapingTrainer(GRPOTrainer):
     _kl_cov_penalty: torch.Tensor | None = None
     # Policy Split shapes after its own scoring forward (to reuse its log-probs), not right after generation.
     _shape_after_generation = True
+    # DiPO warns once per reason when it cannot act: non-binary rewards, or no valid split for this many batches.
+    dipo_warn_after_batches = 8
+    _dipo_batches_without_split = 0
+    _dipo_warned: frozenset[str] = frozenset()
 
     def __init__(self, model: Any, reward_funcs: Any = None, args: AdvantageShapingConfig | None = None, *a, **kw):
         if args is None:
@@ -193,6 +199,13 @@ class AdvantageShapingTrainer(GRPOTrainer):
         if self.args.perplexity_reallocation and self.args.should_save:
             torch.save(self.perplexity_queue.state_dict(), os.path.join(output_dir, PERPLEXITY_QUEUE_FILE))
 
+    def _save(self, output_dir: str | None = None, state_dict: dict[str, Any] | None = None) -> None:
+        # Under DeepSpeed ZeRO-1/2 the state dict comes with every tensor cloned, so tied weights no longer share
+        # storage and transformers would save them twice (an extra lm_head.weight): tie them again first.
+        if state_dict is not None:
+            state_dict = retie_shared_weights(state_dict, self.accelerator.unwrap_model(self.model))
+        super()._save(output_dir, state_dict)
+
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is None or not self.args.perplexity_reallocation:
@@ -244,6 +257,7 @@ class AdvantageShapingTrainer(GRPOTrainer):
         scored = ~torch.isnan(rewards)
         self.perplexity_queue.push(ppl[scored], correct[scored])
         tau, valid = self.perplexity_queue.threshold()
+        self._warn_if_dipo_cannot_act(valid)
         reallocated, active = reallocated_rewards(correct, ppl, group_size, tau if valid else None)
         # Only groups with no signal of their own: every completion scored and all rewards equal.
         fully_scored = scored.reshape(-1, group_size).all(dim=1).repeat_interleave(group_size)
@@ -283,6 +297,23 @@ class AdvantageShapingTrainer(GRPOTrainer):
             return True  # recorded from the model's raw logits (`SampledTokenLogps`)
         truncated = self.top_p < 1.0 or (self.top_k or 0) > 0 or (self.min_p or 0.0) > 0.0
         return not truncated and self.repetition_penalty == 1.0
+
+    def _warn_if_dipo_cannot_act(self, valid: bool) -> None:
+        """Warn once per reason (main process) when DiPO cannot act, instead of silently training like GRPO."""
+        self._dipo_batches_without_split = 0 if valid else self._dipo_batches_without_split + 1
+        messages = dipo_warnings(
+            self._rewards_per_func,
+            self.reward_weights,
+            self.reward_func_names,
+            self.args.correct_reward_threshold,
+            self._dipo_batches_without_split,
+            self.dipo_warn_after_batches,
+        )
+        for reason, message in messages.items():
+            if reason not in self._dipo_warned:
+                self._dipo_warned = self._dipo_warned | {reason}
+                if self.accelerator.is_main_process:
+                    logger.warning(message)
 
     def _sampling_logps(self, output: dict[str, Any], mode: str) -> torch.Tensor:
         """Log-probs of the generated tokens under the sampling policy: known ones (`_known_sampling_logps`), else

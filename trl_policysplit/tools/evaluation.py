@@ -20,6 +20,9 @@ rewards exceeds ``--correct-threshold``. Metrics per mode:
 - ``mean_length``: completion length in tokens (EOS included); ``mean_reward`` and ``reward/<name>``.
 
 The report's ``averaging`` (and the lines under the printed table) says how each number is averaged (`AVERAGING`).
+
+``python scripts/evaluate.py compare BEFORE.json AFTER.json`` prints a before/after table of two reports
+(`compare_reports`: pass@1, pass@4 and entropy per mode by default).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from ..modes import (
     DEFAULT_HIGH_ENTROPY_PROMPT,
@@ -57,6 +62,8 @@ from .cli import (
 )
 
 DEFAULT_KS = (1, 4, 8)
+# Sequences per generate call: on CPU a step of 64 rows costs far less than 4 steps of 16 (the weights are read once).
+DEFAULT_BATCH_SIZE = 64
 # How `compute_mode_metrics` averages each metric of a mode; ``pass@k`` and ``reward/<name>`` stand for every k / name.
 AVERAGING: dict[str, str] = {
     "pass@1": "per sample (correct or not), mean over all samples (equal to per question then over questions)",
@@ -229,12 +236,40 @@ def token_entropies(scores: Sequence[Any]) -> Any:
     """(batch, steps) entropies in nats of softmax(scores) per generation step; -inf scores (masked) are fine."""
     import torch
 
-    rows = []
-    for step in scores:
-        log_probs = torch.log_softmax(step.float(), dim=-1)
-        finite = log_probs.clamp(min=torch.finfo(log_probs.dtype).min)
-        rows.append(-(log_probs.exp() * finite).sum(dim=-1))
-    return torch.stack(rows, dim=1)
+    return torch.stack([_entropy(step) for step in scores], dim=1)
+
+
+def _entropy(logits: Any) -> Any:
+    """Entropy in nats of softmax(logits) over the last dimension, in float32; -inf logits count as probability 0."""
+    import torch
+
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    finite = log_probs.clamp(min=torch.finfo(log_probs.dtype).min)
+    return -(log_probs.exp() * finite).sum(dim=-1)
+
+
+class EntropyRecorder(LogitsProcessor):
+    """A logits processor that records each step's sampling entropy and leaves the scores as they are.
+
+    ``generate(output_scores=True)`` would keep a (batch, vocabulary) tensor per step (about 200 MB per 16 x 64
+    tokens of a 49k-token vocabulary) only for these (batch,) numbers. Custom processors run before generate's
+    temperature warper, so the recorder divides by the temperature itself; the evaluation samples without top-k,
+    top-p or min-p, so this is the distribution tokens are drawn from.
+    """
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        self.temperature = temperature
+        self.steps: list[Any] = []
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        self.steps.append(_entropy(scores / self.temperature))
+        return scores
+
+    def entropies(self) -> Any:
+        """(batch, steps) entropies of the generate call since the recorder was made."""
+        import torch
+
+        return torch.stack(self.steps, dim=1)
 
 
 def completion_lengths(completions: Any, eos_ids: Any) -> Any:
@@ -257,13 +292,15 @@ def sample_completions(
     num_samples: int,
     temperature: float = 1.0,
     max_new_tokens: int = 64,
-    batch_size: int = 16,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     seed: int = 0,
+    progress: Any = None,
 ) -> dict[str, list[list[Any]]]:
     """Sample ``num_samples`` completions per prompt, batched over (prompt, sample) pairs with left padding.
 
     Returns, indexed [prompt][sample]: ``texts`` (decoded, special tokens skipped), ``ids`` (up to and including the
-    first EOS), ``lengths`` and ``entropies`` (per token, at the sampling temperature).
+    first EOS), ``lengths`` and ``entropies`` (per token, at the sampling temperature). ``progress``: a tqdm bar
+    advanced by each batch's samples.
     """
     import torch
     from transformers import GenerationConfig, set_seed
@@ -281,7 +318,6 @@ def sample_completions(
         pad_token_id=pad_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=eos_ids,
-        output_scores=True,
         return_dict_in_generate=True,
         disable_compile=True,
     )
@@ -305,14 +341,16 @@ def sample_completions(
             for index, row in enumerate(rows):
                 input_ids[index, width - len(row) :] = torch.tensor(row)
                 attention_mask[index, width - len(row) :] = 1
+            recorder = EntropyRecorder(temperature)
             with torch.inference_mode():
                 output = model.generate(
                     input_ids=input_ids.to(device),
                     attention_mask=attention_mask.to(device),
                     generation_config=generation_config,
+                    logits_processor=LogitsProcessorList([recorder]),
                 )
             completions = output.sequences[:, width:]
-            entropies = token_entropies(output.scores)
+            entropies = recorder.entropies()
             lengths = completion_lengths(completions, eos)
             for index, (question, sample) in enumerate(batch):
                 length = int(lengths[index])
@@ -321,6 +359,8 @@ def sample_completions(
                 result["lengths"][question][sample] = length
                 result["entropies"][question][sample] = entropies[index, :length].tolist()
                 result["texts"][question][sample] = tokenizer.decode(ids, skip_special_tokens=True)
+            if progress is not None:
+                progress.update(len(batch))
     finally:
         model.train(was_training)
     return result
@@ -374,27 +414,36 @@ def evaluate_model(
     ks: Sequence[int] = DEFAULT_KS,
     temperature: float = 1.0,
     max_new_tokens: int = 64,
-    batch_size: int = 16,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     seed: int = 0,
     high_entropy_prompt: str = DEFAULT_HIGH_ENTROPY_PROMPT,
     correct_threshold: float = 0.5,
     reward_weights: Sequence[float] | None = None,
     reward_names: Sequence[str] | None = None,
+    show_progress: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Sample, score and measure every mode on a dataset with a ``prompt`` column (other columns go to rewards).
 
     Returns ``{"metrics": {mode: {...}}, "per_question": {mode: {"num_correct": [...]}}}``. Every mode starts from
-    the same seed.
+    the same seed. ``show_progress``: a progress bar on stderr over questions x samples x modes.
     """
     base_prompts = list(dataset["prompt"])
     columns = {name: list(dataset[name]) for name in dataset.column_names if name != "prompt"}
     names = list(reward_names) if reward_names is not None else [_name(f) for f in reward_funcs]
     metrics, per_question = {}, {}
     default_system_prompt = template_default_system_prompt(tokenizer)
+    progress = tqdm(
+        total=len(modes) * len(base_prompts) * num_samples,
+        desc="evaluating",
+        unit="sample",
+        disable=not show_progress,
+        file=sys.stderr,
+    )
     for mode in modes:
+        progress.set_postfix_str(f"mode={mode}")
         prompts = build_prompts(base_prompts, mode, high_entropy_prompt, default_system_prompt)
         samples = sample_completions(
-            model, tokenizer, prompts, num_samples, temperature, max_new_tokens, batch_size, seed
+            model, tokenizer, prompts, num_samples, temperature, max_new_tokens, batch_size, seed, progress
         )
         # As in training: rewards see the question's own (normal) prompt and a `mode` column.
         mode_columns = {**columns, "mode": [mode] * len(base_prompts)}
@@ -413,6 +462,7 @@ def evaluate_model(
         per_question[mode] = {
             "num_correct": [int(c) for c in (np.nan_to_num(totals, nan=-np.inf) > correct_threshold).sum(1)]
         }
+    progress.close()
     return {"metrics": metrics, "per_question": per_question}
 
 
@@ -514,7 +564,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--num-questions", type=int, default=None, help="first N questions of the split (all)")
-    parser.add_argument("--batch-size", type=int, default=16, help="sequences per generate call")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="sequences per generate call")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     parser.add_argument("--output", default=None, help="JSON file (default: <checkpoint>/eval/<split>.json)")
     parser.add_argument("--seed", type=int, default=0)
     data = parser.add_argument_group("data and rewards (default: the run's, else the built-in arithmetic task)")
@@ -632,6 +683,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         correct_threshold=args.correct_threshold,
         reward_weights=settings.reward_weights,
         reward_names=script_args.reward_funcs,
+        show_progress=not args.no_progress,
     )
     output = args.output or default_output(args.checkpoint, settings.split)
     averaging = metric_averaging(list(dict.fromkeys(name for mode in results["metrics"].values() for name in mode)))
@@ -666,7 +718,89 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Before / after
+
+
+COMPARED_METRICS = ("pass@1", "pass@4", "entropy")
+# Settings two reports must share for their numbers to be comparable.
+_COMPARABLE_SETTINGS = ("dataset_name", "split", "num_questions", "num_samples", "temperature", "max_new_tokens")
+
+
+def compare_reports(
+    before: dict[str, Any],
+    after: dict[str, Any],
+    metrics: Sequence[str] = COMPARED_METRICS,
+    labels: Sequence[str] = ("untrained", "trained"),
+) -> str:
+    """A before/after table of two evaluation reports (``run``'s JSON): a row per mode and metric, with the change.
+
+    A metric or mode one report lacks shows "-"; settings that differ (other questions, samples, temperature) are
+    listed under the table, since the numbers then measure different things.
+    """
+    modes = list(dict.fromkeys([*after.get("metrics", {}), *before.get("metrics", {})]))
+    if not modes:
+        raise ValueError("neither report has metrics")
+    header = ["mode", "metric", labels[0], labels[1], "change"]
+    rows = []
+    for mode in modes:
+        for metric in metrics:
+            old = _metric(before, mode, metric)
+            new = _metric(after, mode, metric)
+            change = f"{new - old:+.3f}" if old is not None and new is not None else "-"
+            rows.append([mode, metric, _cell(old), _cell(new), change])
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for row in [header, *rows]:
+        pairs = enumerate(zip(row, widths, strict=True))
+        cells = [cell.ljust(width) if i < 2 else cell.rjust(width) for i, (cell, width) in pairs]
+        lines.append("  ".join(cells).rstrip())
+    old_settings, new_settings = before.get("settings", {}), after.get("settings", {})
+    for key in _COMPARABLE_SETTINGS:
+        old, new = old_settings.get(key), new_settings.get(key)
+        if key in old_settings and key in new_settings and old != new:
+            lines.append(f"note: {key} differs: {old} ({labels[0]}) vs {new} ({labels[1]})")
+    return "\n".join(lines)
+
+
+def _metric(report: dict[str, Any], mode: str, metric: str) -> float | None:
+    value = report.get("metrics", {}).get(mode, {}).get(metric)
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def compare_main(argv: Sequence[str]) -> int:
+    """``evaluate.py compare BEFORE.json AFTER.json``: print the before/after table of two reports."""
+    parser = argparse.ArgumentParser(
+        prog="evaluate compare", description="Before/after table of two evaluation reports (JSON written by evaluate)."
+    )
+    parser.add_argument("before", metavar="BEFORE.json")
+    parser.add_argument("after", metavar="AFTER.json")
+    parser.add_argument("--metrics", nargs="+", default=list(COMPARED_METRICS), help="metrics to show, per mode")
+    parser.add_argument("--labels", nargs=2, default=["untrained", "trained"], metavar=("BEFORE", "AFTER"))
+    args = parser.parse_args(argv)
+    reports = []
+    for path in (args.before, args.after):
+        try:
+            report = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as error:
+            print(f"evaluate: error: cannot read the report {path}: {str(error).splitlines()[0]}", file=sys.stderr)
+            return 2
+        if not isinstance(report, dict) or not isinstance(report.get("metrics"), dict):
+            print(f"evaluate: error: {path} is not an evaluation report (no 'metrics')", file=sys.stderr)
+            return 2
+        reports.append(report)
+    print(compare_reports(*reports, metrics=args.metrics, labels=args.labels))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["compare"]:
+        return compare_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         run(args)

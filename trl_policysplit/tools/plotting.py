@@ -21,6 +21,9 @@ LOG_HISTORY = "log_history.json"
 # Keys that mark the Trainer's end-of-training summary, which carries a step but no per-step metrics.
 SUMMARY_KEYS = ("train_runtime", "total_flos")
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)$")
+# Weight of TensorBoard's smoothing slider: each smoothed point keeps 60 % of the previous one.
+SMOOTHING = 0.6
+ZERO_EVERY_STEP = "zero at every step"
 
 
 class RunLogError(ValueError):
@@ -33,7 +36,7 @@ class Panel:
 
     ``dashed`` keys are drawn dashed, each in the colour of the key at the same position in ``keys``. Fallbacks are
     not used in a run that logged any key starting with ``no_fallback_prefix`` (a metric that exists there but
-    means something else).
+    means something else). ``caption``: one line under the title for panels whose meaning is not obvious.
     """
 
     name: str
@@ -43,6 +46,7 @@ class Panel:
     fallback: tuple[tuple[str, str], ...] = ()
     dashed: tuple[tuple[str, str], ...] = ()
     no_fallback_prefix: str | None = None
+    caption: str = ""
 
 
 def _per_mode(metric: str) -> tuple[tuple[str, str], ...]:
@@ -61,7 +65,13 @@ PANELS: tuple[Panel, ...] = (
         (("entropy", "all completions"),),
         no_fallback_prefix="policy_split/",
     ),
-    Panel("surprisal", "Surprisal of the sampled tokens", "nats / token", _per_mode("surprisal")),
+    Panel(
+        "surprisal",
+        "Surprisal of the sampled tokens",
+        "nats / token",
+        _per_mode("surprisal"),
+        caption="-log p of each sampled token under its own mode's prompt",
+    ),
     Panel(
         "inter_mode_kl",
         "Inter-mode KL estimate (dashed: token-weighted)",
@@ -75,8 +85,15 @@ PANELS: tuple[Panel, ...] = (
             ("policy_split/kl_normal_to_high_entropy_token", "normal → high entropy, token-weighted"),
             ("policy_split/kl_high_entropy_to_normal_token", "high entropy → normal, token-weighted"),
         ),
+        caption="surprisal gap of a mode's completions under the other mode's prompt: how far the modes drift apart",
     ),
-    Panel("distinct_correct", "Distinct correct completions per group", "count", _per_mode("distinct_correct")),
+    Panel(
+        "distinct_correct",
+        "Distinct correct completions per group",
+        "count",
+        _per_mode("distinct_correct"),
+        caption="different correct token sequences per question (correct: reward above correct_reward_threshold)",
+    ),
     Panel(
         "completion_length",
         "Completion length",
@@ -89,6 +106,7 @@ PANELS: tuple[Panel, ...] = (
         "Mean advantage by sign",
         "advantage",
         (("advantage/pos_mean", "positive"), ("advantage/neg_mean", "negative")),
+        caption="mean of the positive and of the negative advantages of each batch (AsymGRPO skews them)",
     ),
     Panel(
         "groups_solved",
@@ -98,8 +116,15 @@ PANELS: tuple[Panel, ...] = (
             ("advantage/frac_groups_solved_none", "solved by none"),
             ("advantage/frac_groups_solved_all", "solved by all"),
         ),
+        caption="questions whose completions are all wrong / all correct: no GRPO signal there",
     ),
-    Panel("dipo_threshold", "DiPO perplexity threshold", "perplexity", (("dipo/threshold", "threshold"),)),
+    Panel(
+        "dipo_threshold",
+        "DiPO perplexity threshold",
+        "perplexity",
+        (("dipo/threshold", "threshold"),),
+        caption="perplexity that best separates correct (below) from wrong (above) completions",
+    ),
     Panel(
         "dipo_groups",
         "DiPO reallocation",
@@ -109,9 +134,14 @@ PANELS: tuple[Panel, ...] = (
             ("dipo/frac_groups_up", "groups pushed up"),
             ("dipo/frac_groups_down", "groups pushed down"),
         ),
+        caption="valid split: the threshold is used; pushed up / down: all-wrong / all-correct groups reallocated",
     ),
     Panel(
-        "clamp_frac", "Intrinsic-reward clamp fraction", "fraction of tokens", (("policy_split/clamp_frac", "all"),)
+        "clamp_frac",
+        "Intrinsic-reward clamp fraction",
+        "fraction of tokens",
+        (("policy_split/clamp_frac", "all"),),
+        caption="share of trained tokens whose entropy term hit its ±|A|/kappa limit",
     ),
 )
 
@@ -233,13 +263,30 @@ def _panel_series(
     return []
 
 
-def plot_run(path: str | Path, output: str | Path | None = None) -> dict[str, Any]:
+def ema(values: Sequence[float], weight: float = SMOOTHING) -> list[float]:
+    """TensorBoard's smoothing: an exponential moving average, debiased so that early points are not pulled to 0.
+
+    ``smoothed_t = avg_t / (1 - weight**t)`` with ``avg_t = weight * avg_(t-1) + (1 - weight) * value_t``; weight 0
+    returns the values.
+    """
+    if not 0.0 <= weight < 1.0:
+        raise ValueError(f"smoothing weight must be in [0, 1), got {weight}")
+    smoothed, average = [], 0.0
+    for count, value in enumerate(values, 1):
+        average = weight * average + (1.0 - weight) * value
+        smoothed.append(average / (1.0 - weight**count))
+    return smoothed
+
+
+def plot_run(path: str | Path, output: str | Path | None = None, smoothing: float = SMOOTHING) -> dict[str, Any]:
     """Plot a run's metrics to a PNG grid and write a JSON summary next to it (same stem); return the summary.
 
     Only panels whose metrics were logged are drawn, so a plain GRPO run gets its reward / entropy / length
-    panels. ``output`` defaults to ``<run dir>/plots/training.png``, the run dir being ``path`` or the log's
-    directory.
+    panels. Each series is a line smoothed by `ema` (``smoothing``) over its faint raw points; a series that is
+    zero at every step is left out (the panel says so, the summary lists it under ``left_out``). ``output``
+    defaults to ``<run dir>/plots/training.png``, the run dir being ``path`` or the log's directory.
     """
+    ema([], smoothing)  # a bad weight fails before any work
     file = find_log_file(path)
     history = load_log_history(file)
     steps = training_steps(history)
@@ -267,11 +314,16 @@ def plot_run(path: str | Path, output: str | Path | None = None) -> dict[str, An
     FigureCanvasAgg(figure)
     axes = figure.subplots(nrows, ncols, squeeze=False).ravel()
     summary_series: dict[str, dict[str, Any]] = {}
+    left_out: dict[str, dict[str, str]] = {}
     for axis, (panel, found) in zip(axes, drawn, strict=False):
-        for key, label, xs, ys, color, style in found:
-            # Markers keep short runs (and a series logged at a single step) visible.
-            marker = "o" if len(xs) <= 40 else None
-            axis.plot(xs, ys, style, color=color, label=label, marker=marker, markersize=3)
+        zero = [item for item in found if all(value == 0 for value in item[3])]
+        for key, label, *_ in zero:
+            left_out[key] = {"panel": panel.name, "label": label, "reason": ZERO_EVERY_STEP}
+        for key, label, xs, ys, color, style in (item for item in found if item not in zero):
+            # Raw points faint, the smoothed line on top; a single point stays visible as a marker.
+            axis.plot(xs, ys, linestyle="none", color=color, marker="o", markersize=3, alpha=0.3)
+            smoothed = ema(ys, smoothing)
+            axis.plot(xs, smoothed, style, color=color, label=label, marker="o" if len(xs) == 1 else None)
             summary_series[key] = {
                 "panel": panel.name,
                 "label": label,
@@ -280,13 +332,26 @@ def plot_run(path: str | Path, output: str | Path | None = None) -> dict[str, An
                 "last_step": xs[-1],
                 "first": ys[0],
                 "last": ys[-1],
+                "smoothed_last": smoothed[-1],
             }
-        axis.set_title(panel.title, fontsize=10)
+        axis.set_title(panel.title, fontsize=10, pad=14 if panel.caption else None)
+        if panel.caption:
+            axis.text(0.5, 1.01, panel.caption, transform=axis.transAxes, ha="center", va="bottom", fontsize=6.5,
+                      color="0.35")  # fmt: skip
+        if zero:
+            labels = ", ".join(label for _, label, *_ in zero)
+            empty = len(zero) == len(found)  # an empty panel says why in its middle, else in a corner
+            x, y, align = (0.5, 0.5, "center") if empty else (0.02, 0.03, "left")
+            note = f"not drawn, {ZERO_EVERY_STEP}:\n{labels}"
+            axis.text(x, y, note, ha=align, transform=axis.transAxes, fontsize=7, color="0.35")
+            if empty:
+                axis.set_xlim(steps[0] - 0.5, steps[-1] + 0.5)
         axis.set_xlabel("step")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_ylabel(panel.ylabel)
         axis.grid(alpha=0.3)
-        axis.legend(fontsize=8)
+        if len(zero) < len(found):
+            axis.legend(fontsize=8)
     for axis in axes[len(drawn) :]:
         axis.set_visible(False)
     figure.suptitle(f"{run_dir.name or run_dir.resolve().name}: steps {steps[0]}–{steps[-1]}")
@@ -298,7 +363,10 @@ def plot_run(path: str | Path, output: str | Path | None = None) -> dict[str, An
         "image": str(output),
         "steps": {"first": steps[0], "last": steps[-1], "count": len(steps)},
         "panels": [panel.name for panel, _ in drawn],
+        "smoothing": {"method": "ema (TensorBoard's, debiased)", "weight": smoothing},
         "series": summary_series,
+        "left_out": left_out,
+        "captions": {panel.name: panel.caption for panel, _ in drawn if panel.caption},
     }
     summary_file.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     return summary
