@@ -124,6 +124,7 @@ def test_report_gives_ratios_to_grpo_and_checks_targets():
     }
     assert split["floor"] == pytest.approx(1.6)
     assert split["floor_ratio"] == pytest.approx(1.75 / 1.6)
+    assert split["floor_ratio_per_round"] == [pytest.approx(1.75 / 1.6)]  # the GRPO run right before: same numbers
     assert split["within_targets"] == {"floor_ratio": True, "peak_memory_ratio": True, "shaping_fraction": True}
     assert "floor" not in report["asym_grpo"]
     assert report["asym_grpo"]["step_time_ratio"] == pytest.approx(1.0)

@@ -35,7 +35,7 @@ optional ``policy_split_no_sampler_logps`` scores the generated rows again with 
 
 For Policy Split the report adds its cost floor (`cost_floor`): ``floor`` = ``g + (1 - g) * 2w`` with ``g`` the
 generation share of GRPO's step and ``2w`` the ratio of padded tokens through the loss, and ``floor_ratio``, the
-step-time ratio over the floor.
+step-time ratio over the floor (pooled medians), and ``floor_ratio_per_round`` against the GRPO run just before it.
 """
 
 from __future__ import annotations
@@ -228,6 +228,17 @@ def cost_floor(method: Mapping[str, Any], baseline: Mapping[str, Any]) -> dict[s
     }
 
 
+def paired_floor_ratios(runs: Sequence[Mapping[str, Any]], method: str, baseline: str) -> list[float]:
+    """Per round: the floor ratio against the baseline run just before it (robust to drift between rounds)."""
+    ratios = []
+    previous: Mapping[str, Any] | None = None
+    for run in runs:
+        if run["name"] == method and previous is not None and previous["name"] == baseline:
+            ratios.append(cost_floor(summarize([run]), summarize([previous]))["floor_ratio"])
+        previous = run
+    return ratios
+
+
 def within_targets(name: str, entry: Mapping[str, Any]) -> dict[str, bool]:
     """Each of the issue's targets for this method: is the measured value at most the target?"""
     return {key: bool(entry[key] <= limit) for key, limit in TARGETS.get(name, {}).items()}
@@ -252,6 +263,7 @@ def build_report(runs: Sequence[Mapping[str, Any]], methods: Sequence[str]) -> d
         entry = {"baseline": baseline, **compare(summary, report[baseline]), **summary}
         if method in FLOOR_RUNS:
             entry.update(cost_floor(summary, report[baseline]))
+            entry["floor_ratio_per_round"] = paired_floor_ratios(runs, method, baseline)
         entry["step_time_ratio_per_round"] = paired_step_ratios(runs, method, baseline)
         entry["targets"] = TARGETS.get(method, {})
         entry["within_targets"] = within_targets(method, entry)
