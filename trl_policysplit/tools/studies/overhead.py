@@ -185,15 +185,22 @@ def ratio(value: float, baseline: float) -> float:
     return value / baseline if baseline > 0 else math.nan
 
 
-def paired_step_ratios(runs: Sequence[Mapping[str, Any]], method: str, baseline: str) -> list[float]:
-    """Per round: the method's median step time over that of the baseline run just before it in the order."""
-    ratios = []
+def paired_summaries(
+    runs: Sequence[Mapping[str, Any]], method: str, baseline: str
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Per round: the summaries of the method's run and of the baseline run just before it in the order."""
+    pairs = []
     previous: Mapping[str, Any] | None = None
     for run in runs:
         if run["name"] == method and previous is not None and previous["name"] == baseline:
-            ratios.append(ratio(summarize([run])["step_time_s"], summarize([previous])["step_time_s"]))
+            pairs.append((summarize([run]), summarize([previous])))
         previous = run
-    return ratios
+    return pairs
+
+
+def paired_step_ratios(runs: Sequence[Mapping[str, Any]], method: str, baseline: str) -> list[float]:
+    """Per round: the method's median step time over that of the baseline run just before it in the order."""
+    return [ratio(run["step_time_s"], base["step_time_s"]) for run, base in paired_summaries(runs, method, baseline)]
 
 
 def compare(method: Mapping[str, Any], baseline: Mapping[str, Any]) -> dict[str, float]:
@@ -230,13 +237,7 @@ def cost_floor(method: Mapping[str, Any], baseline: Mapping[str, Any]) -> dict[s
 
 def paired_floor_ratios(runs: Sequence[Mapping[str, Any]], method: str, baseline: str) -> list[float]:
     """Per round: the floor ratio against the baseline run just before it (robust to drift between rounds)."""
-    ratios = []
-    previous: Mapping[str, Any] | None = None
-    for run in runs:
-        if run["name"] == method and previous is not None and previous["name"] == baseline:
-            ratios.append(cost_floor(summarize([run]), summarize([previous]))["floor_ratio"])
-        previous = run
-    return ratios
+    return [cost_floor(run, base)["floor_ratio"] for run, base in paired_summaries(runs, method, baseline)]
 
 
 def within_targets(name: str, entry: Mapping[str, Any]) -> dict[str, bool]:
