@@ -3,6 +3,8 @@ micro-batch by default with the same gradient."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from tiny import conversational_dataset, digit_reward, forward_logps, trainer_settings
@@ -43,6 +45,26 @@ def reference_logps(trainer, batch: dict, rows: int) -> torch.Tensor:
     """A full forward of the generated rows through TRL's own scoring path."""
     own = {key: batch[key][:rows] for key in ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask")}
     return forward_logps(trainer, own)
+
+
+def record_perplexities(trainer) -> list[torch.Tensor]:
+    """The perplexities DiPO's reallocation receives, batch by batch."""
+    perplexities: list[torch.Tensor] = []
+    original = trainer._reallocation_advantages
+
+    def spy(rewards, correct, ppl, group_size, mode):
+        perplexities.append(ppl)
+        return original(rewards, correct, ppl, group_size, mode)
+
+    trainer._reallocation_advantages = spy
+    return perplexities
+
+
+def assert_perplexities_of_a_forward(trainer, batch: dict, perplexities: torch.Tensor) -> None:
+    expected = reference_logps(trainer, batch, BATCH)
+    mask = batch["completion_mask"].float()
+    expected_log_ppl = -(expected * mask).sum(1) / mask.sum(1)
+    torch.testing.assert_close(perplexities.log(), expected_log_ppl, atol=3e-3, rtol=1e-3)
 
 
 def test_recorded_log_probs_equal_a_forward_with_temperature_and_truncating_processors(tiny_model_dir):
@@ -97,20 +119,26 @@ def test_policy_split_without_sampler_logprobs_scores_every_row(tiny_model_dir, 
 
 def test_dipo_runs_no_forward_of_its_own(tiny_model_dir, tmp_path):
     trainer = build(DiPOTrainer, DiPOConfig, tiny_model_dir, tmp_path)
-    perplexity_inputs = []
-    original = trainer._reallocation_advantages
-
-    def spy(rewards, correct, ppl, group_size, mode):
-        perplexity_inputs.append(ppl)
-        return original(rewards, correct, ppl, group_size, mode)
-
-    trainer._reallocation_advantages = spy
+    perplexity_inputs = record_perplexities(trainer)
     batch, scored_rows = generate_with_scoring_log(trainer)
     assert scored_rows == []
-    expected = reference_logps(trainer, batch, BATCH)
-    mask = batch["completion_mask"].float()
-    expected_log_ppl = -(expected * mask).sum(1) / mask.sum(1)
-    torch.testing.assert_close(perplexity_inputs[0].log(), expected_log_ppl, atol=3e-3, rtol=1e-3)
+    assert_perplexities_of_a_forward(trainer, batch, perplexity_inputs[0])
+
+
+def test_an_unrecorded_generation_falls_back_to_a_forward(tiny_model_dir, tmp_path, monkeypatch):
+    trainer = build(DiPOTrainer, DiPOConfig, tiny_model_dir, tmp_path)
+    monkeypatch.setattr(SampledTokenLogps, "per_row", lambda self, completion_ids: None)
+    prompt_ids = [[5, 6, 7], [8, 9]]
+    trainer.model.train()
+    completion_ids, logprobs = trainer._generate_single_turn(prompt_ids, None, {}, 1)
+    # Lists a tool loop can extend with a later turn's, as long as each completion, and all NaN.
+    assert [len(row) for row in logprobs] == [len(row) for row in completion_ids]
+    assert all(math.isnan(value) for row in logprobs for value in row)
+    perplexity_inputs = record_perplexities(trainer)
+    batch, scored_rows = generate_with_scoring_log(trainer)
+    assert "sampling_per_token_logps" not in batch
+    assert scored_rows == [BATCH]  # the perplexity's forward, as without recording
+    assert_perplexities_of_a_forward(trainer, batch, perplexity_inputs[0])
 
 
 def test_vllm_log_probs_count_only_without_truncating_processors(tiny_model_dir, tmp_path):

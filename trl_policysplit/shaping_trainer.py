@@ -141,12 +141,16 @@ class AdvantageShapingTrainer(GRPOTrainer):
                 prompt_ids, images, multimodal_fields, num_generations, has_tool_images
             )
         logprobs = recorder.per_row(completion_ids)
-        if logprobs is None and not self._warned_unfollowed_generation:
-            self._warned_unfollowed_generation = True
-            logger.warning(
-                "Could not record the sampled tokens' log-probs during generation (a generation mode with several "
-                "tokens per step?); computing them with a forward pass instead."
-            )
+        if logprobs is None:
+            if not self._warned_unfollowed_generation:
+                self._warned_unfollowed_generation = True
+                logger.warning(
+                    "Could not record the sampled tokens' log-probs during generation (a generation mode with several "
+                    "tokens per step?); computing them with a forward pass instead."
+                )
+            # NaN placeholders, not None: TRL's tool loop appends a later turn's log-probs to the first turn's, which
+            # must both be lists. `_generate_and_score_completions` drops a batch holding any.
+            logprobs = [[math.nan] * len(ids) for ids in completion_ids]
         return completion_ids, logprobs
 
     def _records_sampler_logps(self) -> bool:
@@ -163,7 +167,13 @@ class AdvantageShapingTrainer(GRPOTrainer):
         return self.args.perplexity_reallocation and self.model.training
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        recorded = self._records_sampler_logps()
         output = super()._generate_and_score_completions(inputs)
+        sampled = output.get("sampling_per_token_logps")
+        if recorded and sampled is not None and torch.isnan(sampled).any():
+            # A turn went unrecorded: without vLLM, TRL itself has no sampling log-probs, so the batch goes on as in
+            # plain TRL (the shaping's forward and TRL's off-policy mask use computed ones instead).
+            del output["sampling_per_token_logps"]
         if self._shape_after_generation:
             mode = "train" if self.model.training else "eval"
             group_size = self.num_generations if mode == "train" else self.num_generations_eval

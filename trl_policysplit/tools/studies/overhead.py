@@ -61,9 +61,6 @@ from typing import Any
 
 from .common import REWARD_FUNCS, REWARD_WEIGHTS, device_description, finite_or_none, subprocess_env
 
-# Not a config field: divides `per_device_train_batch_size` and multiplies `gradient_accumulation_steps` (and so TRL's
-# default `steps_per_generation`) by the same number, which keeps the generation and optimizer batches unchanged.
-MICRO_BATCH_DIVISOR = "micro_batch_divisor"
 # name -> (trainer of `cli.TRAINERS`, config overrides). `*_old_logps` runs use num_iterations=2, where TRL computes
 # old log-probs itself (DiPO's cost target is stated with and without them).
 RUNS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -125,12 +122,9 @@ QUICK: dict[str, Any] = {
 # Aggregation (pure: records in, numbers out)
 
 
-def micro_batch_rows(settings: Mapping[str, Any], divisor: int = 1) -> int:
-    """Rows per device micro-batch: all completions of a step's questions, divided by the memory knob's divisor."""
-    rows = settings["questions_per_step"] * settings["num_generations"]
-    if rows % divisor:
-        raise ValueError(f"{rows} completions per step cannot be split into {divisor} micro-batches")
-    return rows // divisor
+def micro_batch_rows(settings: Mapping[str, Any]) -> int:
+    """Rows per device micro-batch: all completions of a step's questions (one micro-batch per generation)."""
+    return settings["questions_per_step"] * settings["num_generations"]
 
 
 def steps_per_cycle(gradient_accumulation_steps: int, steps_per_generation: int | None, num_iterations: int) -> int:
@@ -478,7 +472,6 @@ def run_worker(name: str, settings: Mapping[str, Any], result_path: str) -> None
         torch.set_num_threads(settings["threads"])
     trainer_name, overrides = RUNS[name]
     overrides = dict(overrides)
-    divisor = overrides.pop(MICRO_BATCH_DIVISOR, 1)
     if trainer_name == "grpo":  # the reference is TRL's own class, not the CLI's grpo (which adds opt-in flags)
         from trl import GRPOConfig, GRPOTrainer
 
@@ -487,7 +480,7 @@ def run_worker(name: str, settings: Mapping[str, Any], result_path: str) -> None
         config_class, trainer_class = cli.TRAINERS[trainer_name]
     on_gpu = settings["device"] == "cuda"
     synchronize = torch.cuda.synchronize if on_gpu else (lambda: None)
-    ga = settings["gradient_accumulation_steps"] * divisor
+    ga = settings["gradient_accumulation_steps"]
     cycle = steps_per_cycle(ga, overrides.get("steps_per_generation"), overrides.get("num_iterations", 1))
     warmup_steps = cycle * math.ceil(settings["warmup"] / cycle)
     max_steps = warmup_steps + cycle * math.ceil(settings["steps"] / cycle)
@@ -496,7 +489,7 @@ def run_worker(name: str, settings: Mapping[str, Any], result_path: str) -> None
     values: dict[str, Any] = {
         "output_dir": str(Path(result_path).with_suffix("")) + "-out",
         "max_steps": max_steps,
-        "per_device_train_batch_size": micro_batch_rows(settings, divisor),
+        "per_device_train_batch_size": micro_batch_rows(settings),
         "gradient_accumulation_steps": ga,
         "num_generations": settings["num_generations"],
         "max_completion_length": length,
