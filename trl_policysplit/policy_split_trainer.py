@@ -103,6 +103,16 @@ class PolicySplitTrainer(AdvantageShapingTrainer):
 
             adjusted.hf_deepspeed_config = HfTrainerDeepSpeedConfig(args.deepspeed)
             adjusted.hf_deepspeed_config.trainer_config_process(adjusted)
+            before = args.hf_deepspeed_config.mismatches
+            fixed = [m for m in adjusted.hf_deepspeed_config.mismatches if m not in before]
+            if fixed:  # else transformers fails later, naming values the user never set
+                raise ValueError(
+                    "keep_grpo_micro_batch=True runs per_device_train_batch_size "
+                    f"{rows} -> {adjusted.per_device_train_batch_size} and gradient_accumulation_steps "
+                    f"{args.gradient_accumulation_steps} -> {adjusted.gradient_accumulation_steps}, but the DeepSpeed "
+                    "config fixes them:\n" + "\n".join(fixed) + "\nSet train_micro_batch_size_per_gpu and "
+                    'gradient_accumulation_steps to "auto" in the DeepSpeed config, or keep_grpo_micro_batch=False.'
+                )
             adjusted.deepspeed_plugin = DeepSpeedPlugin(hf_ds_config=adjusted.hf_deepspeed_config)
         logger.info(
             "PolicySplitTrainer keeps GRPO's loss micro-batch of %d rows: %d completions x 2 prompts per micro-batch, "
