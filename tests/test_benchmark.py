@@ -490,6 +490,26 @@ def test_learning_quick_on_the_tiny_model_writes_json_markdown_and_png(tiny_mode
     rerun = json.loads((output / "learning.json").read_text())
     assert rerun["means"] == report["means"]
 
+    # --report-only runs nothing: with a stored run taken away and a seed never run, it reports what is stored.
+    (output / "runs" / "policy_split-seed0.json").unlink()
+    partial = subprocess.run(
+        [*command, "--report-only", "--seeds", "0", "1"], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert partial.returncode == 0, partial.stderr[-3000:]
+    assert "trained in" not in partial.stdout and "evaluated in" not in partial.stdout
+    report = json.loads((output / "learning.json").read_text())
+    missing = ["policy_split-seed0", "untrained-seed1", "grpo-seed1", "policy_split-seed1"]
+    assert report["settings"]["missing_runs"] == missing
+    assert report["settings"]["seeds_per_method"] == {"untrained": [0], "grpo": [0], "policy_split": []}
+    assert set(report["means"]) == {"untrained", "grpo"} and report["means"]["grpo"] == rerun["means"]["grpo"]
+    markdown = (output / "learning.md").read_text()
+    assert "**Partial**: 2 of 6 runs" in markdown and "policy_split-seed0, untrained-seed1" in markdown
+    assert "| grpo | 1 | 2 |" in markdown
+    empty = subprocess.run(
+        [*command, "--report-only", "--steps", "3"], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert empty.returncode == 2 and "no stored run" in empty.stderr
+
 
 def test_overhead_runs_a_random_weight_architecture_with_a_local_tokenizer(tiny_model_dir, tmp_path):
     """The GPU benchmark's model path (`--model random-qwen3-*`), on the tiny variant: nothing downloaded."""

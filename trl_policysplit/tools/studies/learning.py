@@ -304,8 +304,11 @@ def ci_report(runs: Sequence[Mapping[str, Any]], untrained: Sequence[Mapping[str
     }
 
 
-def markdown_table(means: Mapping[str, Mapping[str, float | None]], seeds: int, steps: int, k: int) -> str:
-    """One row per method (the untrained model first): held-out metrics, training curves' ends, wall time."""
+def markdown_table(
+    means: Mapping[str, Mapping[str, float | None]], seeds: int | Mapping[str, int], steps: int, k: int
+) -> str:
+    """One row per method (the untrained model first): held-out metrics, training curves' ends, wall time.
+    ``seeds``: the number of seeds averaged, or that number per method (a partial study)."""
     header = (
         f"| method | seeds | steps | pass@1 | pass@{k} | HE pass@1 | HE pass@{k} | entropy normal / HE (held-out) "
         f"| KL normal→HE (per sequence) first {TAIL} → last {TAIL} "
@@ -324,7 +327,7 @@ def markdown_table(means: Mapping[str, Mapping[str, float | None]], seeds: int, 
         wall = [m.get("time/train_s"), m.get("time/eval_s")]
         cells = [
             method,
-            str(seeds),
+            str(seeds[method] if isinstance(seeds, Mapping) else seeds),
             str(steps) if trained else "0",
             _f(m.get("eval/normal/pass@1")),
             _f(m.get(f"eval/normal/pass@{k}")),
@@ -340,6 +343,25 @@ def markdown_table(means: Mapping[str, Mapping[str, float | None]], seeds: int, 
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _seed_counts(settings: Mapping[str, Any]) -> int | dict[str, int]:
+    """Seeds per method: all of them, or per method in a report that records it (a partial study)."""
+    if "seeds_per_method" not in settings:
+        return len(settings["seeds"])
+    return {method: len(seeds) for method, seeds in settings["seeds_per_method"].items()}
+
+
+def _partial_lines(settings: Mapping[str, Any]) -> list[str]:
+    """The markdown's note on a partial report (``--report-only`` before every run finished); none otherwise."""
+    missing = settings.get("missing_runs")
+    if not missing:
+        return []
+    total = len(settings["seeds"]) * (len(settings["methods"]) + 1)
+    return [
+        f"- **Partial**: {total - len(missing)} of {total} runs; not run yet, so left out: {', '.join(missing)}. "
+        "Means, CIs and paired differences are over the seeds each method has.",
+    ]
 
 
 def format_markdown(report: Mapping[str, Any]) -> str:
@@ -358,6 +380,7 @@ def format_markdown(report: Mapping[str, Any]) -> str:
         f"{s['steps']} steps per run, seeds {s['seeds']}; held-out: {s['num_questions'] or 'all 20'} questions x "
         f"{s['num_samples']} samples at temperature 1 in each mode, pass@{k} unbiased, evaluation seed = run seed.",
         f"- Wall time {report['wall_time_s'] / 60:.1f} min in all.",
+        *_partial_lines(s),
         "- Methods (flags on top of the recipe): "
         + "; ".join(f"`{m}`: `{' '.join(s['methods'][m])}`" for m in s["methods"])
         + f". The entropy coefficient {ENTROPY_COEF} and the reward range [0, {sum(REWARD_WEIGHTS)}] are ours.",
@@ -369,7 +392,7 @@ def format_markdown(report: Mapping[str, Any]) -> str:
         "Policy Split's training entropy is per mode (`policy_split/<mode>/entropy`, the mode's own rollouts), never "
         "TRL's `entropy`, which also averages the cross pairs. `learning.json` lists every number's averaging.",
         "",
-        markdown_table(report["means"], seeds, s["steps"], k),
+        markdown_table(report["means"], _seed_counts(s), s["steps"], k),
         "",
     ]
     statistics_ = report.get("statistics")
@@ -551,6 +574,7 @@ def run_learning(options: Mapping[str, Any], log: Callable[[str], None] = print)
     untrained: list[dict[str, Any]] = []
     total = len(options["seeds"]) * (len(options["methods"]) + 1)
     done = 0
+    missing: list[str] = []  # with --report-only: the runs not stored yet, left out of the report
     # Every finished run is stored as it ends; a re-run with the same settings takes it instead of running again.
     stored_dir = output_dir / "runs"
     stored_dir.mkdir(exist_ok=True)
@@ -572,7 +596,9 @@ def run_learning(options: Mapping[str, Any], log: Callable[[str], None] = print)
     for seed in options["seeds"]:
         name = f"{UNTRAINED}-seed{seed}"
         result = stored(name, UNTRAINED)
-        if result is None:
+        if result is None and options["report_only"]:
+            missing.append(name)
+        elif result is None:
             out = output_dir / f"{name}.json"
             command = _eval_command(options["model"], ["normal", "high_entropy"], options, seed, out)
             command += ["--reward-funcs", *REWARD_FUNCS, "--reward-weights", *map(str, REWARD_WEIGHTS)]
@@ -583,7 +609,8 @@ def run_learning(options: Mapping[str, Any], log: Callable[[str], None] = print)
             log(f"[learning] {done + 1}/{total} {UNTRAINED} seed {seed}: evaluated in {eval_s:.0f} s")
         else:
             log(f"[learning] {done + 1}/{total} {name}: stored run taken from {stored_dir}")
-        untrained.append({k: v for k, v in result.items() if k not in ("signature", "flags")})
+        if result is not None:
+            untrained.append({k: v for k, v in result.items() if k not in ("signature", "flags")})
         done += 1
         for method in options["methods"]:
             name = f"{method}-seed{seed}"
@@ -592,6 +619,10 @@ def run_learning(options: Mapping[str, Any], log: Callable[[str], None] = print)
                 runs.append({k: v for k, v in result.items() if k not in ("signature", "flags")})
                 done += 1
                 log(f"[learning] {done}/{total} {name}: stored run taken from {stored_dir}")
+                continue
+            if options["report_only"]:
+                missing.append(name)
+                done += 1
                 continue
             run_dir = output_dir / name
             train_args = [*common, *METHODS[method], "--output_dir", str(run_dir), "--seed", str(seed)]
@@ -620,8 +651,14 @@ def run_learning(options: Mapping[str, Any], log: Callable[[str], None] = print)
             store(name, method, result)
             done += 1
             log(f"[learning] {done}/{total} {name}: trained in {train_s:.0f} s, evaluated in {eval_s:.0f} s")
-    means = {UNTRAINED: mean_over_seeds(untrained)}
-    means.update({m: mean_over_seeds([r for r in runs if r["method"] == m]) for m in options["methods"]})
+    if options["report_only"] and not (runs or untrained):
+        raise ValueError(f"--report-only: no stored run in {stored_dir} has these settings (steps, level, samples...)")
+    if missing:
+        log(f"[learning] --report-only: {len(missing)} of {total} runs not stored yet, left out: {' '.join(missing)}")
+    settings["missing_runs"] = missing
+    found = {UNTRAINED: untrained, **{m: [r for r in runs if r["method"] == m] for m in options["methods"]}}
+    means = {method: mean_over_seeds(results) for method, results in found.items() if results}
+    settings["seeds_per_method"] = {method: [r["seed"] for r in results] for method, results in found.items()}
     report = {
         "benchmark": "learning",
         "settings": settings,
@@ -663,6 +700,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--output-dir", default="runs/benchmark-learning")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="run nothing: report the runs stored in OUTPUT_DIR/runs so far, naming the missing ones (partial)",
+    )
 
 
 def resolve_options(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
@@ -675,6 +717,7 @@ def resolve_options(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, 
             raise ValueError(f"{flag} must be at least 1, got {value}")
     options.update(
         quick=args.quick,
+        report_only=args.report_only,
         device=args.device,
         output_dir=args.output_dir,
         command="python scripts/benchmark.py " + " ".join(argv),
@@ -691,7 +734,7 @@ def main(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return 2
     s = report["settings"]
     print(f"\n{s['machine']}; {s['steps']} steps, seeds {s['seeds']}; wall time {report['wall_time_s']:.0f} s")
-    print(markdown_table(report["means"], len(s["seeds"]), s["steps"], s["k"][-1]))
+    print(markdown_table(report["means"], _seed_counts(s), s["steps"], s["k"][-1]))
     for claim in report["claims"]:
         print(f"- {claim['claim']}: {_verdict(claim['holds'])} ({claim['detail']})")
     print(f"[benchmark] {Path(args.output_dir) / 'learning.md'}, learning.json, learning.png")
