@@ -452,6 +452,8 @@ def test_learning_quick_on_the_tiny_model_writes_json_markdown_and_png(tiny_mode
         m: learning.METHODS[m] for m in ("grpo", "policy_split")
     }
     assert settings["machine"].startswith("cpu") and report["wall_time_s"] > 0
+    own = [r["eval_s"] for r in report["untrained"]] + [r["train_s"] + r["eval_s"] for r in report["runs"]]
+    assert report["runs_wall_time_s"] == pytest.approx(sum(own))
     assert [(run["method"], run["seed"]) for run in report["runs"]] == [("grpo", 0), ("policy_split", 0)]
     assert [run["seed"] for run in report["untrained"]] == [0]
     assert set(report["untrained"][0]["eval"]) == {"normal", "high_entropy"}
@@ -502,6 +504,7 @@ def test_learning_quick_on_the_tiny_model_writes_json_markdown_and_png(tiny_mode
     assert report["settings"]["missing_runs"] == missing
     assert report["settings"]["seeds_per_method"] == {"untrained": [0], "grpo": [0], "policy_split": []}
     assert set(report["means"]) == {"untrained", "grpo"} and report["means"]["grpo"] == rerun["means"]["grpo"]
+    assert report["runs_wall_time_s"] == pytest.approx(sum(own) - split["train_s"] - split["eval_s"])
     markdown = (output / "learning.md").read_text()
     assert "**Partial**: 2 of 6 runs" in markdown and "policy_split-seed0, untrained-seed1" in markdown
     assert "| grpo | 1 | 2 |" in markdown

@@ -379,7 +379,8 @@ def format_markdown(report: Mapping[str, Any]) -> str:
         "questions, dataset seed 0), "
         f"{s['steps']} steps per run, seeds {s['seeds']}; held-out: {s['num_questions'] or 'all 20'} questions x "
         f"{s['num_samples']} samples at temperature 1 in each mode, pass@{k} unbiased, evaluation seed = run seed.",
-        f"- Wall time {report['wall_time_s'] / 60:.1f} min in all.",
+        f"- Wall time {report['wall_time_s'] / 60:.1f} min for this command; the reported runs' own processes "
+        f"took {report.get('runs_wall_time_s', 0.0) / 60:.1f} min in all (they may span several commands).",
         *_partial_lines(s),
         "- Methods (flags on top of the recipe): "
         + "; ".join(f"`{m}`: `{' '.join(s['methods'][m])}`" for m in s["methods"])
@@ -663,6 +664,8 @@ def run_learning(options: Mapping[str, Any], log: Callable[[str], None] = print)
         "benchmark": "learning",
         "settings": settings,
         "wall_time_s": time.perf_counter() - started,
+        # A resumed or --report-only invocation times only itself; this sums every reported run's own processes.
+        "runs_wall_time_s": sum(r.get(key, 0.0) for r in (*untrained, *runs) for key in ("train_s", "eval_s")),
         "means": means,
         "claims": claims(means, options["k"][-1]),
         "statistics": ci_report(runs, untrained, options["k"][-1]),
