@@ -471,7 +471,6 @@ def run_worker(name: str, settings: Mapping[str, Any], result_path: str) -> None
     if settings["device"] == "cpu" and settings.get("threads"):
         torch.set_num_threads(settings["threads"])
     trainer_name, overrides = RUNS[name]
-    overrides = dict(overrides)
     if trainer_name == "grpo":  # the reference is TRL's own class, not the CLI's grpo (which adds opt-in flags)
         from trl import GRPOConfig, GRPOTrainer
 
