@@ -505,6 +505,7 @@ def test_learning_quick_on_the_tiny_model_writes_json_markdown_and_png(tiny_mode
     assert report["settings"]["seeds_per_method"] == {"untrained": [0], "grpo": [0], "policy_split": []}
     assert set(report["means"]) == {"untrained", "grpo"} and report["means"]["grpo"] == rerun["means"]["grpo"]
     assert report["runs_wall_time_s"] == pytest.approx(sum(own) - split["train_s"] - split["eval_s"])
+    assert report["settings"]["machine"].startswith("not recorded by the stored runs")
     markdown = (output / "learning.md").read_text()
     assert "**Partial**: 2 of 6 runs" in markdown and "policy_split-seed0, untrained-seed1" in markdown
     assert "| grpo | 1 | 2 |" in markdown

@@ -553,7 +553,12 @@ def run_learning(options: Mapping[str, Any], log: Callable[[str], None] = print)
     settings = {
         "command": options["command"],
         "date": datetime.date.today().isoformat(),
-        "machine": device_description(device, None),
+        # --report-only runs nothing here: the stored runs do not record their threads, so do not claim this process's.
+        "machine": (
+            f"not recorded by the stored runs (this --report-only command: {device_description(device, None)})"
+            if options["report_only"]
+            else device_description(device, None)
+        ),
         "load_average_at_start": [round(load, 2) for load in os.getloadavg()],
         "model": options["model"],
         "recipe": RECIPE,
