@@ -6,7 +6,8 @@ The global batch is fixed (``--questions`` x ``--num-generations`` completions p
 processes, so global per-mode counts must match between runs. The main process writes
 ``trainer.state.log_history`` as JSON to ``--output``, with ``--save-dir`` the trained model, and with ``--run-info``
 how the run was distributed (backend, ZeRO stage, process count), so tests can check DeepSpeed really ran. With
-``--queue-dir`` every process writes its DiPO perplexity queue and threshold, so tests can check they agree.
+``--queue-dir`` every process writes its DiPO perplexity queue and threshold (and Policy Split's adapted
+``eta_high``), so tests can check they agree.
 """
 
 from __future__ import annotations
@@ -83,6 +84,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--share-rollouts", action=argparse.BooleanOptionalAction, default=True, help="Train the cross pairs too."
     )
+    parser.add_argument("--completions-per-mode", default="half", choices=("half", "num_generations"))
+    parser.add_argument("--cross-importance-sampling", default="none")
+    parser.add_argument("--eta-high-target-kl", type=float, default=0.0, help="> 0: adapt eta_high to this KL.")
     return parser.parse_args(argv)
 
 
@@ -105,7 +109,13 @@ def main(argv: list[str] | None = None) -> None:
         if value is not None
     }
     if args.trainer == "policy_split":
-        shaping.update(share_rollouts=args.share_rollouts, entropy_estimator=args.entropy_estimator)
+        shaping.update(
+            share_rollouts=args.share_rollouts,
+            entropy_estimator=args.entropy_estimator,
+            completions_per_mode=args.completions_per_mode,
+            cross_importance_sampling=args.cross_importance_sampling,
+            eta_high_target_kl=args.eta_high_target_kl,
+        )
     config = config_class(
         output_dir=args.work_dir or str(output.parent / f"{output.stem}-trainer"),
         per_device_train_batch_size=global_batch // micro_batches,
@@ -147,7 +157,8 @@ def main(argv: list[str] | None = None) -> None:
         state = {key: [values.tolist() for values in part] for key, part in queue.state_dict().items()}
         path = Path(args.queue_dir) / f"queue_rank{trainer.accelerator.process_index}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({**state, "threshold": threshold, "valid": valid}))
+        eta_high = getattr(trainer, "eta_high", None)  # Policy Split's (adapted) coefficient on this process
+        path.write_text(json.dumps({**state, "threshold": threshold, "valid": valid, "eta_high": eta_high}))
     if trainer.accelerator.is_main_process:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(trainer.state.log_history, indent=1))

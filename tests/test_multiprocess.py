@@ -483,3 +483,33 @@ def test_processes_share_one_perplexity_queue_and_threshold(name: str, train: Ca
     # The last step's logged threshold is the one both processes hold at the end.
     logged = run.steps[-1].get("dipo/threshold")
     assert (logged is None and rank0["threshold"] is None) or logged == pytest.approx(rank0["threshold"], rel=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# d. Policy Split's drift guards and the authors' completions per mode across processes
+
+
+def test_drift_guards_and_authors_sample_count_agree_across_processes(train: Callable[..., TrainRun]):
+    from trl_policysplit.functional import adapted_coefficient
+
+    extra = (
+        "--completions-per-mode", "num_generations", "--cross-importance-sampling", "token_truncate",
+        "--eta-high-target-kl", "0.001", "--max-steps", "3", "--questions", "2",
+    )  # fmt: skip
+    run = train("cpu_deepspeed_zero2.yaml", extra)
+    assert run.info["num_processes"] == 2 and run.info["zero_stage"] == 2
+    rank0, rank1 = run.queues
+    assert rank0["eta_high"] == rank1["eta_high"]  # one controller state on every process
+    eta = 0.2  # the config's start value (PolicySplitConfig's default)
+    for entry in run.steps:
+        # num_generations per mode: 2 questions x 4 completions in each mode, every one trained under both prompts.
+        for mode in MODES:
+            assert entry[f"policy_split/{mode}/completions"] == 2 * NUM_GENERATIONS
+            assert entry[f"policy_split/{mode}/train_sequences"] == 4 * NUM_GENERATIONS
+        # The logged eta is the controller applied to the batch's global KL (the logged per-sequence KL).
+        eta = adapted_coefficient(eta, entry["policy_split/kl_high_entropy_to_normal"], 0.001, maximum=0.2)
+        assert entry["policy_split/eta_high"] == pytest.approx(eta, rel=1e-4)
+        for context in MODES:
+            weight = entry[f"policy_split/cross_is_weight/{context}_context"]
+            assert 0.0 < weight <= 2.0 and weight != 1.0
+    assert rank0["eta_high"] == pytest.approx(eta, rel=1e-4)

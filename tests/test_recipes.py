@@ -78,6 +78,7 @@ def test_recipes_are_found():
         "policy_split/qwen3_1.7b_math.yaml",
         "policy_split/qwen3_4b_math.yaml",
         "policy_split/qwen3_8b_math.yaml",
+        "policy_split/qwen3_8b_math_authors_protocol.yaml",
         "asym_grpo/qwen3_4b_math.yaml",
         "asym_grpo/qwen3_4b_math_clip_higher.yaml",
         "dipo/qwen3_8b_base_math.yaml",
@@ -216,6 +217,25 @@ def test_policy_split_recipes_differ_only_in_model_and_batch_split():
         assert {k: v for k, v in raw.items() if k not in varying} == {
             k: v for k, v in recipes["1.7b"].items() if k not in varying
         }
+
+
+def test_authors_protocol_recipe_differs_from_ours_only_in_the_authors_settings(tmp_path):
+    ours = _load(RECIPES / "policy_split" / "qwen3_8b_math.yaml")
+    path = RECIPES / "policy_split" / "qwen3_8b_math_authors_protocol.yaml"
+    authors = _load(path)
+    changed = {"output_dir", "gradient_accumulation_steps", "steps_per_generation", "completions_per_mode", "kappa"}
+    assert {k: v for k, v in authors.items() if k not in changed} == {
+        k: v for k, v in ours.items() if k not in changed
+    }
+    assert _updates_per_rollout(authors) == 4 and authors["kappa"] == 0.0
+    _, training_args, _ = _parse(path, tmp_path)
+    assert training_args.completions_per_mode == "num_generations"
+    # Our recipe's 512 completions per optimizer step: half its questions, each with twice the completions.
+    gpus = 8
+    questions = training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps * gpus
+    questions //= training_args.num_generations
+    assert questions * 2 * training_args.num_generations == 512
+    assert questions == ours["per_device_train_batch_size"] * ours["gradient_accumulation_steps"] * gpus // 8 // 2
 
 
 # Clip-Cov and KL-Cov run their authors' update schedule (several updates per rollout), not the Policy Split recipe's.

@@ -93,8 +93,21 @@ def test_tokenizer_round_trips_prompts_and_answers():
 # Claims on made-up runs
 
 
-def _result(method: str, seed: int, pass1: float, distinct: float, kl_curve=(), none=0.5, zero_std=0.5, ratio=1.0):
+def _result(
+    method: str,
+    seed: int,
+    pass1: float,
+    distinct: float,
+    kl_curve=(),
+    none=0.5,
+    zero_std=0.5,
+    ratio=1.0,
+    held_out_kl=0.1,
+    pass16=None,
+):
     passes = {str(k): min(1.0, pass1 * k**0.5) for k in testbed.KS}
+    if pass16 is not None:
+        passes["16"] = pass16
     mode = {"pass@k": passes, "distinct_correct": distinct, "entropy": 1.0, "frac_solved_none": 0.1}
     mode["frac_solved_all"] = 0.0
     high = {**mode, "entropy": ratio}
@@ -114,13 +127,13 @@ def _result(method: str, seed: int, pass1: float, distinct: float, kl_curve=(), 
             "normal": mode,
             "high_entropy": high,
             "kl_normal_to_high_entropy": 0.1,
-            "kl_high_entropy_to_normal": 0.1,
+            "kl_high_entropy_to_normal": held_out_kl,
         },
     }
 
 
 def test_claims_follow_the_confidence_intervals():
-    kl = [0.01] * 5 + [0.02, 0.5, 0.55, 0.6, 0.58, 0.62, 0.6, 0.59, 0.61, 0.6, 0.6, 0.61, 0.6, 0.59, 0.6]
+    kl = [0.01] * 5 + [0.02, 0.15, 0.18, 0.2, 0.19, 0.21, 0.2, 0.19, 0.21, 0.2, 0.2, 0.21, 0.2, 0.19, 0.2]
     results = []
     for seed in range(4):
         jitter = 0.001 * seed
@@ -137,6 +150,84 @@ def test_claims_follow_the_confidence_intervals():
     assert claims["policy_split: normal-mode pass@16 above GRPO"] == "inconclusive"  # identical pass@16: CI is 0
     assert claims["asym_grpo: fewer training groups solved by none than GRPO"] == "holds"
     assert claims["dipo: fewer zero-variance training groups than GRPO"] == "fails"  # more, not fewer
+
+
+def test_a_kl_that_runs_away_fails_the_band_claim_and_counts_its_seeds():
+    runaway = [0.01] * 5 + [0.02, 0.5, 0.55, 0.6, 0.58, 0.62, 0.6, 0.59, 0.61, 0.6, 0.6, 0.61, 0.6, 0.59, 0.6]
+    results = [_result("policy_split", seed, 0.1, 1.0, kl_curve=runaway, held_out_kl=0.7) for seed in range(4)]
+    claims = [c for c in testbed.decide_claims(testbed.aggregate(results)) if "inter-mode KL" in c["claim"]]
+    assert len(claims) == 1 and claims[0]["verdict"] == "fails"  # a 60x rise, but out of the band
+    evidence = claims[0]["evidence"]
+    assert evidence["growth"]["ci_low"] > testbed.KL_GROWTH
+    assert evidence["runaway_seeds_training"] == 4 and evidence["runaway_seeds_held_out"] == 4
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The ablation: budgets, matched GRPO runs and the rule that picks the defaults
+
+
+def test_every_variant_is_paired_with_grpo_at_its_budget():
+    available = ["untrained", *testbed.SWEEP]
+    assert testbed.budget("policy_split") == {"samples": 8, "updates": 1, "beta": 0.0}
+    assert testbed.budget("policy_split_pm8") == {"samples": 16, "updates": 1, "beta": 0.0}  # 8 per mode
+    assert testbed.budget("policy_split_authors") == {"samples": 16, "updates": 4, "beta": 0.0}
+    expected = {
+        "policy_split": "grpo",
+        "policy_split_is_kl": "grpo",
+        "policy_split_u4": "grpo_u4",
+        "policy_split_kl_pm8": "grpo_g16",
+        "policy_split_is_kl_authors": "grpo_g16_u4",
+        "policy_split_beta0.04": "grpo_beta0.04",
+    }
+    assert {method: testbed.matched_grpo(method, available) for method in expected} == expected
+    for method in testbed.SWEEP:
+        if testbed.method_settings(method)[0] == "policy_split":
+            assert testbed.matched_grpo(method, available), method  # the sweep runs every variant's control
+
+
+def _ablation(specs):
+    results = []
+    for seed in range(4):
+        jitter = 0.001 * seed
+        for method, (pass1, pass16, kl) in specs.items():
+            held_out = kl if not callable(kl) else kl(seed)
+            results.append(_result(method, seed, pass1 + jitter, 1.0, held_out_kl=held_out, pass16=pass16 + jitter))
+    return testbed.ablation_rows(testbed.aggregate(results))
+
+
+def test_the_rule_picks_the_best_steady_variant_and_prefers_the_cheaper_one_on_a_near_tie():
+    rows = _ablation(
+        {
+            "grpo": (0.10, 0.60, 0.01),
+            "grpo_g16": (0.11, 0.62, 0.01),
+            "policy_split": (0.10, 0.70, lambda seed: 0.8 if seed == 0 else 0.1),  # one drifting seed: not eligible
+            "policy_split_is": (0.10, 0.64, 0.1),  # +0.04 pass@16 against grpo
+            "policy_split_kl": (0.10, 0.645, 0.1),  # +0.045, the best
+            "policy_split_kl_pm8": (0.11, 0.672, 0.1),  # +0.052 against grpo_g16, but 2x samples: within 0.01
+            "policy_split_eta0": (0.05, 0.80, 0.0),  # pass@1 below GRPO: not eligible
+            "policy_split_beta0.04": (0.10, 0.90, 0.1),  # a reference model: never a candidate
+        }
+    )
+    by_method = {row["method"]: row for row in rows}
+    assert by_method["policy_split"]["drifting_seeds"] == 1 and by_method["policy_split"]["seeds"] == 4
+    assert by_method["policy_split_kl_pm8"]["matched_grpo"] == "grpo_g16"
+    assert by_method["policy_split_kl"]["vs_grpo/normal/pass@16"]["mean"] == pytest.approx(0.045)
+    selection = testbed.select_defaults(rows)
+    assert set(selection["eligible"]) == {"policy_split_is", "policy_split_kl", "policy_split_kl_pm8"}
+    assert selection["chosen"] == "policy_split_kl"  # the 2x-sample variant is within 0.01: the cheaper one wins
+
+
+def test_the_rule_falls_back_to_the_steady_variant_with_the_best_pass1_bound():
+    rows = _ablation(
+        {
+            "grpo": (0.10, 0.60, 0.01),
+            "policy_split": (0.10, 0.60, 0.9),
+            "policy_split_is": (0.05, 0.60, 0.1),
+            "policy_split_kl": (0.07, 0.60, 0.1),
+        }
+    )
+    selection = testbed.select_defaults(rows)
+    assert selection["eligible"] == [] and selection["chosen"] == "policy_split_kl"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -178,3 +269,25 @@ def test_quick_testbed_writes_a_report_of_the_promised_shape(tmp_path):
     # A second call finds every run finished and only re-aggregates.
     again = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert again.returncode == 0 and "finished runs found" in again.stdout
+
+
+def test_a_validation_report_holds_the_ablation_table_and_the_chosen_defaults():
+    results = []
+    for seed in range(3):
+        jitter = 0.001 * seed
+        results.append(_result("grpo", seed, 0.10 + jitter, 1.0, held_out_kl=0.01))
+        results.append(_result("policy_split", seed, 0.08 + jitter, 1.0, held_out_kl=0.9))
+        results.append(_result("policy_split_is", seed, 0.10 + jitter, 1.2, held_out_kl=0.1))
+    config = {**testbed.DEFAULTS, "seeds": 3, "methods": ["grpo", "policy_split", "policy_split_is"]}
+    extra = {"eval_split": "validation", "paired_baseline": "policy_split", "machine": "m", "wall_s": 1.0}
+    extra |= {"runs_executed": 0, "runs_wall_s_total": 1.0, "eval_prompts": 44}
+    report = testbed.build_report(results, config, extra)
+    assert report["selection"]["chosen"] == "policy_split_is" and report["selection"]["eligible"] == [
+        "policy_split_is"
+    ]
+    rows = {row["method"]: row for row in report["ablation"]}
+    assert rows["policy_split"]["drifting_seeds"] == 3 and rows["policy_split_is"]["drifting_seeds"] == 0
+    assert rows["policy_split_is"]["vs_defaults/normal/pass@1"]["mean"] == pytest.approx(0.02)
+    markdown = testbed.format_markdown(report)
+    assert "| policy_split_is | grpo |" in markdown and "Chosen: **policy_split_is**" in markdown
+    assert "3/3" in markdown  # the defaults' drifting seeds

@@ -496,3 +496,22 @@ def test_train_step_through_vllm_with_importance_sampling(
     assert any(not torch.equal(before[k], v) for k, v in trainer.model.named_parameters())
     logged = trainer.state.log_history[0]
     assert 0.99 < logged["sampling/importance_sampling_ratio/mean"] < 1.01
+
+
+@pytest.mark.parametrize("mode", ["server", "colocate"])
+def test_the_authors_sample_count_sends_num_generations_per_mode(
+    tiny_model_dir: str, tmp_path, monkeypatch: pytest.MonkeyPatch, mode: str
+) -> None:
+    """completions_per_mode="num_generations": 4 completions per mode (8 per question), one request per mode per
+    question in server mode, every row from its own prompt in colocate mode."""
+    dataset = conversational_dataset(8)
+    trainer = make_trainer(tiny_model_dir, tmp_path, 4, dataset, completions_per_mode="num_generations")
+    assert trainer.num_generations == 8
+    client = attach_vllm(trainer, mode, monkeypatch)
+    trainer.model.train()
+    output = trainer._generate_and_score_completions(sampler_batch(dataset, 8))
+    assert len(client.calls) == 1
+    if mode == "server":
+        assert_server_request(trainer, client.calls[0], output, 8, QUESTIONS)
+    assert_policy_split_pairing(trainer, client.sampler, output, 8, QUESTIONS, 4 if mode == "server" else 1)
+    assert_importance_sampling(output, QUESTIONS * 8)

@@ -181,6 +181,75 @@ def dual_mode_internal_rewards(
     return own, cross
 
 
+CROSS_IMPORTANCE_SAMPLING = ("none", "token_truncate", "sequence_truncate")
+
+
+def cross_importance_weights(
+    logps_sampled: torch.Tensor,
+    logps_trained: torch.Tensor,
+    mask: torch.Tensor,
+    level: str = "token_truncate",
+    cap: float = 2.0,
+) -> torch.Tensor:
+    """Truncated importance weights of completions trained under a context they were not sampled in, ``(N, T)``.
+
+    ``logps_sampled`` are the completion's log-probs under the context that sampled it, ``logps_trained`` under the
+    context its row is trained in (both from the sampling policy). ``token_truncate``: ``w_t = min(exp(trained_t -
+    sampled_t), cap)``; ``sequence_truncate``: one weight per row, ``min(exp(sum_t (trained_t - sampled_t)), cap)``
+    over its valid tokens, as TRL's vLLM correction of the same names. ``none``: 1. Invalid tokens get 1.
+    """
+    if level not in CROSS_IMPORTANCE_SAMPLING:
+        raise ValueError(f"level must be one of {CROSS_IMPORTANCE_SAMPLING}, got {level!r}.")
+    valid = mask.bool()
+    if level == "none":
+        return torch.ones_like(logps_trained, dtype=torch.float32)
+    if not cap > 0:
+        raise ValueError(f"cap must be > 0, got {cap}.")
+    log_ratio = (logps_trained.float() - logps_sampled.float()).masked_fill(~valid, 0.0)
+    if level == "sequence_truncate":
+        log_ratio = log_ratio.sum(dim=1, keepdim=True).expand_as(log_ratio)
+    weights = log_ratio.clamp(max=math.log(cap)).exp()
+    return weights.masked_fill(~valid, 1.0)
+
+
+def inter_mode_kl_penalty(
+    surprisal_normal: torch.Tensor, surprisal_high: torch.Tensor, mask: torch.Tensor, coef: float
+) -> torch.Tensor:
+    """Per-token KL penalty of a high-entropy-context row against the normal mode, ``(N, T)``: ``-coef * (log p_HE -
+    log p_normal) = -coef * (s_normal - s_HE)`` at each valid token, 0 elsewhere. As the KL-in-reward of RLHF with the
+    normal mode as the reference: it pushes down tokens the HE mode prefers over the normal one, a restoring force
+    that grows with the distance between the modes and needs no reference model."""
+    if not coef >= 0:
+        raise ValueError(f"coef must be >= 0, got {coef}.")
+    penalty = -coef * (surprisal_normal.float() - surprisal_high.float())
+    return penalty.masked_fill(~mask.bool(), 0.0)
+
+
+def adapted_coefficient(
+    coefficient: float,
+    measured_kl: float,
+    target_kl: float,
+    rate: float = 1.0,
+    maximum: float = math.inf,
+    max_error: float = 0.2,
+) -> float:
+    """One step of an adaptive controller that holds a KL near ``target_kl`` by scaling the coefficient that drives it
+    apart (Policy Split's ``eta_high``): PPO's adaptive KL controller (arXiv 1909.08593) with the sign turned around.
+
+    ``error = clip(measured / target - 1, -max_error, max_error)``; the new coefficient is ``coefficient * (1 - rate *
+    error)``, at most ``maximum``: a KL above target shrinks it, below target grows it. A NaN KL (no completion of the
+    mode) leaves it unchanged.
+    """
+    if not target_kl > 0:
+        raise ValueError(f"target_kl must be > 0, got {target_kl}.")
+    if not 0 < rate * max_error < 1:
+        raise ValueError(f"rate * max_error must be in (0, 1) to keep the coefficient positive: {rate * max_error}")
+    if not math.isfinite(measured_kl):
+        return coefficient
+    error = min(max(measured_kl / target_kl - 1.0, -max_error), max_error)
+    return min(coefficient * (1.0 - rate * error), maximum)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Advantage rules: GRPO's group normalization and AsymGRPO (ALGORITHMS.md §2)
 

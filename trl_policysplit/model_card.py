@@ -105,8 +105,9 @@ def used_methods(args: Any, policy_split: bool = False) -> list[tuple[str, list[
     """The methods a run uses on top of GRPO: ``(key of CARD_PAPERS, config fields that set it up)``."""
     methods = []
     if policy_split:
-        fields = ["share_rollouts", "alpha", "eta_high", "eta_normal", "kappa", "bonus_normalization"]
-        methods.append(("policy_split", [*fields, "entropy_estimator"]))
+        fields = ["completions_per_mode", "share_rollouts", "alpha", "eta_high", "eta_normal", "kappa"]
+        guards = ["cross_importance_sampling", "cross_importance_cap", "eta_high_target_kl", "mode_kl_coef"]
+        methods.append(("policy_split", [*fields, "bonus_normalization", "entropy_estimator", *guards]))
     if args.asymmetric_advantages:
         methods.append(("asym_grpo", ["asymmetric_advantages", "beta_pos", "beta_neg", "reward_range"]))
     if args.perplexity_reallocation:

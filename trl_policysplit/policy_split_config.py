@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .functional import NORMALIZATIONS
+from .functional import CROSS_IMPORTANCE_SAMPLING, NORMALIZATIONS
 from .modes import DEFAULT_HIGH_ENTROPY_PROMPT
 from .shaping_config import AdvantageShapingConfig
 
 ENTROPY_ESTIMATORS = ("surprisal", "entropy")
+COMPLETIONS_PER_MODE = ("half", "num_generations")
 
 
 @dataclass
 class PolicySplitConfig(AdvantageShapingConfig):
     """GRPOConfig for [`PolicySplitTrainer`]: one model trained in a normal and a high-entropy mode.
 
-    `num_generations` completions per question are split evenly between the modes, so it must be even.
+    By default `num_generations` completions per question are split evenly between the modes (so it must be even);
+    `completions_per_mode="num_generations"` samples `num_generations` per mode instead, as the authors do.
     Every field below is validated at construction; a wrong value raises `ValueError` naming the field.
     """
 
@@ -23,6 +25,16 @@ class PolicySplitConfig(AdvantageShapingConfig):
         default=DEFAULT_HIGH_ENTROPY_PROMPT,
         metadata={
             "help": "Instruction that turns a prompt into its high-entropy version (added as a system message)."
+        },
+    )
+    completions_per_mode: str = field(
+        default="half",
+        metadata={
+            "help": "'half' (ours): num_generations // 2 completions per mode, GRPO's generation budget. "
+            "'num_generations' (the authors' setting): num_generations per mode, so 2x GRPO's generation and "
+            "training rows per question; the trainer runs with twice the num_generations (and the eval group), "
+            "gradient_accumulation_steps, steps_per_generation and generation batch, so prompts per optimizer step "
+            "and updates per generation stay as set."
         },
     )
     share_rollouts: bool = field(
@@ -52,6 +64,49 @@ class PolicySplitConfig(AdvantageShapingConfig):
         metadata={
             "help": "Clamp the internal reward to [-|A|/kappa, |A|/kappa] (kappa > 1: it never flips the sign of the "
             "advantage). 0 disables the clamp. >= 0."
+        },
+    )
+    cross_importance_sampling: str = field(
+        default="none",
+        metadata={
+            "help": "Drift guard (ours): weight each cross row (a completion trained under the mode that did not "
+            "sample it) by the truncated probability ratio of its training context to its sampling context. "
+            "'token_truncate': per token, 'sequence_truncate': one ratio per completion (the product over its "
+            "tokens), both capped at cross_importance_cap; 'none': weight 1 (the authors' code)."
+        },
+    )
+    cross_importance_cap: float = field(
+        default=2.0,
+        metadata={"help": "Upper bound of the cross rows' importance weights (> 0)."},
+    )
+    eta_high_target_kl: float = field(
+        default=0.0,
+        metadata={
+            "help": "Drift guard (ours): > 0 adapts eta_high after every generation batch to hold the training "
+            "inter-mode KL (HE -> normal, per sequence, the paper's measure) near this value, like PPO's adaptive KL "
+            "controller (eta_high is the start value). 0: eta_high stays fixed."
+        },
+    )
+    eta_high_adapt_rate: float = field(
+        default=1.0,
+        metadata={
+            "help": "Gain of the eta_high controller: each batch multiplies eta_high by "
+            "1 - rate * clip(KL / target - 1, -0.2, 0.2). In (0, 5)."
+        },
+    )
+    eta_high_max: float | None = field(
+        default=None,
+        metadata={
+            "help": "Upper bound of the adapted eta_high (>= eta_high). None: eta_high itself, so the controller only "
+            "lowers the bonus while the KL is above target and restores it below."
+        },
+    )
+    mode_kl_coef: float = field(
+        default=0.0,
+        metadata={
+            "help": "Drift guard (ours): a restoring force, -mode_kl_coef * (log p_HE - log p_normal) added to every "
+            "high-entropy-context token's advantage (the KL-in-reward of RLHF with the normal mode as reference, from "
+            "the scoring forward's log-probs: no reference model). >= 0; 0 disables."
         },
     )
     bonus_normalization: str = field(
@@ -97,17 +152,51 @@ class PolicySplitConfig(AdvantageShapingConfig):
         super()._validate()
 
     def _validate_policy_split(self) -> None:
-        if self.num_generations % 2 != 0:
+        if self.completions_per_mode not in COMPLETIONS_PER_MODE:
             raise ValueError(
-                f"num_generations must be even for Policy Split (half per mode), got {self.num_generations}; "
-                f"set num_generations={self.num_generations + 1}."
+                f"completions_per_mode must be one of {COMPLETIONS_PER_MODE}, got {self.completions_per_mode!r}."
             )
-        if self.num_generations_eval is not None and (
-            self.num_generations_eval < 2 or self.num_generations_eval % 2 != 0
-        ):
+        if self.completions_per_mode == "half":
+            if self.num_generations % 2 != 0:
+                raise ValueError(
+                    f"num_generations must be even for Policy Split (half per mode), got {self.num_generations}; "
+                    f"set num_generations={self.num_generations + 1}, or completions_per_mode='num_generations' for "
+                    "num_generations per mode."
+                )
+            if self.num_generations_eval is not None and (
+                self.num_generations_eval < 2 or self.num_generations_eval % 2 != 0
+            ):
+                raise ValueError(
+                    f"num_generations_eval must be even and >= 2 for Policy Split, got {self.num_generations_eval}."
+                )
+        if self.cross_importance_sampling not in CROSS_IMPORTANCE_SAMPLING:
             raise ValueError(
-                f"num_generations_eval must be even and >= 2 for Policy Split, got {self.num_generations_eval}."
+                f"cross_importance_sampling must be one of {CROSS_IMPORTANCE_SAMPLING}, "
+                f"got {self.cross_importance_sampling!r}."
             )
+        if self.cross_importance_sampling != "none" and not self.share_rollouts:
+            raise ValueError(
+                "cross_importance_sampling weights the cross rows, which share_rollouts=False does not train; set "
+                "cross_importance_sampling='none' or share_rollouts=True."
+            )
+        if not self.cross_importance_cap > 0:
+            raise ValueError(f"cross_importance_cap must be > 0, got {self.cross_importance_cap}.")
+        if not self.eta_high_target_kl >= 0:
+            raise ValueError(f"eta_high_target_kl must be >= 0 (0: fixed eta_high), got {self.eta_high_target_kl}.")
+        if self.eta_high_target_kl > 0:
+            if not self.eta_high > 0:
+                raise ValueError(
+                    "eta_high_target_kl adapts eta_high multiplicatively, which cannot leave 0; set eta_high > 0 as "
+                    "its start value."
+                )
+            if not 0 < self.eta_high_adapt_rate < 5:
+                raise ValueError(f"eta_high_adapt_rate must be in (0, 5), got {self.eta_high_adapt_rate}.")
+            if self.eta_high_max is not None and not self.eta_high_max >= self.eta_high:
+                raise ValueError(
+                    f"eta_high_max ({self.eta_high_max}) must be >= eta_high ({self.eta_high}), its start value."
+                )
+        if not self.mode_kl_coef >= 0:
+            raise ValueError(f"mode_kl_coef must be >= 0 (0: no penalty), got {self.mode_kl_coef}.")
         if not isinstance(self.high_entropy_prompt, str) or not self.high_entropy_prompt.strip():
             raise ValueError("high_entropy_prompt must be a non-empty instruction; leave it unset for the default.")
         if not 0.0 <= self.alpha <= 1.0:

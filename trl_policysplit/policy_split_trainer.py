@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import copy
 import inspect
+import json
 import math
+import os
 from contextlib import contextmanager
 from typing import Any
 
@@ -24,8 +26,11 @@ from trl.trainer.utils import pad, use_adapter
 
 from .distributed import GatheredRows, dual_mode_internal_rewards_across_processes, gather_padded, local_rows
 from .functional import (
+    adapted_coefficient,
     clamp_by_advantage,
+    cross_importance_weights,
     distinct_correct_per_group,
+    inter_mode_kl_penalty,
     mean_of_sequence_means,
     uniform_reward_groups,
 )
@@ -41,6 +46,7 @@ _NORMAL_PROMPT_KEY = "_policy_split_normal_prompt"
 CONTEXT_KEY = "policy_split_context"
 IS_CROSS_KEY = "policy_split_is_cross"
 BASE_ADVANTAGE_KEY = "policy_split_base_advantages"
+ETA_HIGH_FILE = "policy_split_eta_high.json"  # the adapted eta_high, saved with each checkpoint
 logger = logging.get_logger(__name__)
 _UNSUPPORTED_BATCH_KEYS = ("pixel_values", "image_grid_thw", "num_images", "token_type_ids", "mm_token_type_ids")
 
@@ -75,16 +81,23 @@ class PolicySplitTrainer(AdvantageShapingTrainer):
             **self.chat_template_kwargs,
         )
         self._loss_entropies: torch.Tensor | None = None
+        # The coefficient of the HE rows' bonus; adapted per generation batch when eta_high_target_kl > 0.
+        self.eta_high = self.args.eta_high
 
     def _trainer_args(self, args: PolicySplitConfig) -> PolicySplitConfig:
-        """With shared rollouts and `keep_grpo_micro_batch`, a copy of ``args`` whose loss micro-batches hold
-        ``per_device_train_batch_size`` rows: half the completions per micro-batch (each under both prompts), twice
-        the accumulation steps and the generation's slices; the generation and optimizer batches stay the same."""
+        """The arguments the run uses, a copy when they change (the user's object is never edited).
+
+        ``completions_per_mode="num_generations"``: twice the completions per question (``num_generations`` per mode),
+        the generation batch, the accumulation steps and the generation's slices, so the prompts per optimizer step
+        and the updates per generation stay as set. With shared rollouts and ``keep_grpo_micro_batch``: loss
+        micro-batches of ``per_device_train_batch_size`` rows, half the completions per micro-batch (each under both
+        prompts), twice the accumulation steps and the generation's slices.
+        """
         rows = args.per_device_train_batch_size
         self._scoring_batch_size = rows  # rows per no-grad scoring forward: GRPO's micro-batch, as set
-        if not (args.share_rollouts and args.keep_grpo_micro_batch):
-            return args
-        if rows % 2:
+        samples = 2 if args.completions_per_mode == "num_generations" else 1
+        split_micro_batch = args.share_rollouts and args.keep_grpo_micro_batch
+        if split_micro_batch and rows % 2:
             logger.warning(
                 "PolicySplitTrainer trains every completion under both prompts; with an odd "
                 "per_device_train_batch_size=%d it cannot keep GRPO's micro-batch size, so each micro-batch holds %d "
@@ -92,11 +105,19 @@ class PolicySplitTrainer(AdvantageShapingTrainer):
                 rows,
                 2 * rows,
             )
+            split_micro_batch = False
+        micro = 2 if split_micro_batch else 1
+        if samples == micro == 1:
             return args
         adjusted = copy.copy(args)
-        adjusted.per_device_train_batch_size = rows // 2
-        adjusted.gradient_accumulation_steps = 2 * args.gradient_accumulation_steps
-        adjusted.steps_per_generation = 2 * args.steps_per_generation
+        adjusted.per_device_train_batch_size = rows // micro
+        adjusted.gradient_accumulation_steps = args.gradient_accumulation_steps * micro * samples
+        adjusted.steps_per_generation = args.steps_per_generation * micro * samples
+        adjusted.generation_batch_size = args.generation_batch_size * samples
+        adjusted.num_generations = args.num_generations * samples
+        if args.num_generations_eval is not None:
+            adjusted.num_generations_eval = args.num_generations_eval * samples
+        adjusted.per_device_eval_batch_size = args.per_device_eval_batch_size * samples
         if getattr(args, "hf_deepspeed_config", None) is not None:  # DeepSpeed read the batch sizes at config time
             from accelerate.utils import DeepSpeedPlugin
             from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
@@ -107,24 +128,28 @@ class PolicySplitTrainer(AdvantageShapingTrainer):
             fixed = [m for m in adjusted.hf_deepspeed_config.mismatches if m not in before]
             if fixed:  # else transformers fails later, naming values the user never set
                 raise ValueError(
-                    "keep_grpo_micro_batch=True runs per_device_train_batch_size "
+                    "PolicySplitTrainer runs per_device_train_batch_size "
                     f"{rows} -> {adjusted.per_device_train_batch_size} and gradient_accumulation_steps "
-                    f"{args.gradient_accumulation_steps} -> {adjusted.gradient_accumulation_steps}, but the DeepSpeed "
-                    "config fixes them:\n" + "\n".join(fixed) + "\nSet train_micro_batch_size_per_gpu and "
-                    'gradient_accumulation_steps to "auto" in the DeepSpeed config, or keep_grpo_micro_batch=False.'
+                    f"{args.gradient_accumulation_steps} -> {adjusted.gradient_accumulation_steps} "
+                    f"(keep_grpo_micro_batch={args.keep_grpo_micro_batch}, completions_per_mode="
+                    f"{args.completions_per_mode!r}), but the DeepSpeed config fixes them:\n" + "\n".join(fixed) + "\n"
+                    'Set train_micro_batch_size_per_gpu and gradient_accumulation_steps to "auto" in the DeepSpeed '
+                    "config, or keep_grpo_micro_batch=False and completions_per_mode='half'."
                 )
             adjusted.deepspeed_plugin = DeepSpeedPlugin(hf_ds_config=adjusted.hf_deepspeed_config)
         logger.info(
-            "PolicySplitTrainer keeps GRPO's loss micro-batch of %d rows: %d completions x 2 prompts per micro-batch, "
-            "gradient_accumulation_steps %d -> %d, steps_per_generation %d -> %d (same generation and optimizer "
-            "batches). Set keep_grpo_micro_batch=False for %d-row micro-batches.",
+            "PolicySplitTrainer runs %d completions per question (%d per mode) in micro-batches of %d rows: "
+            "per_device_train_batch_size %d -> %d, gradient_accumulation_steps %d -> %d, steps_per_generation "
+            "%d -> %d (same prompts per optimizer step and updates per generation).",
+            adjusted.num_generations,
+            adjusted.num_generations // 2,
+            adjusted.per_device_train_batch_size * (2 if args.share_rollouts else 1),
             rows,
-            rows // 2,
+            adjusted.per_device_train_batch_size,
             args.gradient_accumulation_steps,
             adjusted.gradient_accumulation_steps,
             args.steps_per_generation,
             adjusted.steps_per_generation,
-            2 * rows,
         )
         return adjusted
 
@@ -270,6 +295,16 @@ class PolicySplitTrainer(AdvantageShapingTrainer):
         advantage_group = group_size if args.share_rollouts else group_size // 2
         output = self._shape_advantages(output, mode, advantage_group, logps=own_logps)
 
+        if mode == "train" and args.eta_high_target_kl > 0:
+            # The drift guard: this batch's inter-mode KL (every process's HE completions) sets the eta it trains with.
+            kl = self._kl_high_entropy_to_normal(own_logps, cross_logps, loss_mask, is_high)
+            maximum = args.eta_high if args.eta_high_max is None else args.eta_high_max
+            self.eta_high = adapted_coefficient(
+                self.eta_high, kl, args.eta_high_target_kl, args.eta_high_adapt_rate, maximum
+            )
+        if mode == "train":
+            self._metrics[mode]["policy_split/eta_high"].append(self.eta_high)
+
         if args.entropy_estimator == "entropy":
             estimate_own, estimate_cross = entropies[:rows], entropies[rows:]
         else:
@@ -281,7 +316,7 @@ class PolicySplitTrainer(AdvantageShapingTrainer):
             is_high,
             group_size,
             alpha=args.alpha,
-            eta_high=args.eta_high,
+            eta_high=self.eta_high,
             eta_normal=args.eta_normal,
             normalization=args.bonus_normalization,
             low_quantile=args.bonus_low_quantile,
@@ -295,9 +330,14 @@ class PolicySplitTrainer(AdvantageShapingTrainer):
             keep &= uniform_reward_groups(rewards, advantage_group)
         keep = local_rows(keep, rows).unsqueeze(1)
         base = output["advantages"]
+        # The restoring force on HE-context rows, outside the clamp (it acts where A = 0 too): the own rows of HE
+        # completions (Q2) and the cross rows of normal ones (Q4). Zero without mode_kl_coef.
+        s_own, s_cross, high = -own_logps, -cross_logps, is_high.unsqueeze(1)
+        own_penalty = inter_mode_kl_penalty(s_cross, s_own, loss_mask, args.mode_kl_coef) * high * keep
+        cross_penalty = inter_mode_kl_penalty(s_own, s_cross, loss_mask, args.mode_kl_coef) * ~high * keep
         own_reward = own_reward * keep
         own_clamped = clamp_by_advantage(own_reward, base, args.kappa)
-        advantages = base.unsqueeze(1) + own_clamped
+        advantages = base.unsqueeze(1) + own_clamped + own_penalty.to(own_clamped.dtype)
         clamp_stats = [_clamp_counts(own_reward, own_clamped, loss_mask, is_high)]
 
         output[BASE_ADVANTAGE_KEY] = base
@@ -309,8 +349,17 @@ class PolicySplitTrainer(AdvantageShapingTrainer):
             cross_reward = cross_reward * keep
             cross_clamped = clamp_by_advantage(cross_reward, base, args.kappa)
             clamp_stats.append(_clamp_counts(cross_reward, cross_clamped, loss_mask, ~is_high))
+            cross_advantages = base.unsqueeze(1) + cross_clamped + cross_penalty.to(cross_clamped.dtype)
+            if args.cross_importance_sampling != "none":
+                # Off-policy correction of the cross rows, folded into their advantages: every TRL loss is linear in
+                # a non-negative per-token scale of the advantage, and TRL reads its own IS slot only with vLLM.
+                weights = cross_importance_weights(
+                    own_logps, cross_logps, loss_mask, args.cross_importance_sampling, args.cross_importance_cap
+                )
+                cross_advantages = cross_advantages * weights.to(cross_advantages.dtype)
+                self._log_cross_weights(mode, weights, loss_mask, is_high, args.cross_importance_cap)
             output = self._with_cross_pairs(output, prompt_ids, prompt_mask, cross_logps, cross_ref_logps)
-            output["advantages"] = torch.cat([advantages, base.unsqueeze(1) + cross_clamped])
+            output["advantages"] = torch.cat([advantages, cross_advantages])
 
         surprisal = gathered if args.entropy_estimator == "surprisal" else None
         self._log_mode_metrics(
@@ -326,6 +375,34 @@ class PolicySplitTrainer(AdvantageShapingTrainer):
             torch.stack(clamp_stats).sum(dim=0),
         )
         return output
+
+    def _kl_high_entropy_to_normal(
+        self, own_logps: torch.Tensor, cross_logps: torch.Tensor, loss_mask: torch.Tensor, is_high: torch.Tensor
+    ) -> float:
+        """Training KL(HE -> normal) of this generation batch, per sequence then over every process's HE completions
+        (the paper's measure, as logged under ``policy_split/kl_high_entropy_to_normal``); NaN without any."""
+        valid = loss_mask.bool()
+        differences = (own_logps.float() - cross_logps.float()).masked_fill(~valid, 0.0)  # s_N - s_H on HE rows
+        per_row = torch.stack([differences.sum(dim=1), valid.sum(dim=1).float(), is_high.float()], dim=1)
+        sums, counts, high = self.accelerator.gather(per_row).unbind(dim=1)
+        rows = high.bool() & (counts > 0)
+        return (sums[rows] / counts[rows]).mean().item() if rows.any() else math.nan
+
+    def _log_cross_weights(
+        self, mode: str, weights: torch.Tensor, loss_mask: torch.Tensor, is_high: torch.Tensor, cap: float
+    ) -> None:
+        """Mean importance weight of the cross rows' tokens per training context, and the share at the cap."""
+        valid = loss_mask.bool()
+        capped = (weights >= cap * (1 - 1e-6)) & valid
+        stats = []
+        for context_high in (True, False):  # Q3: HE completions under the normal prompt; Q4: the other way round
+            rows = valid & (is_high.bool() == (not context_high)).unsqueeze(1)
+            stats.append(torch.stack([(weights * rows).sum(), (capped & rows).sum(), rows.sum()]).float())
+        stats = self.accelerator.reduce(torch.stack(stats), reduction="sum")
+        metrics = self._metrics[mode]
+        for (total, at_cap, count), name in zip(stats, (HIGH_ENTROPY, NORMAL), strict=True):
+            metrics[f"policy_split/cross_is_weight/{name}_context"].append(_ratio(total, count))
+            metrics[f"policy_split/cross_is_capped_frac/{name}_context"].append(_ratio(at_cap, count))
 
     def _with_cross_pairs(self, output, prompt_ids, prompt_mask, cross_logps, cross_ref_logps) -> dict[str, Any]:
         """Double TRL's batch: rows ``[generated..., cross pairs...]``, cross pair i reusing completion i's ids."""
@@ -426,6 +503,24 @@ class PolicySplitTrainer(AdvantageShapingTrainer):
                 self._metrics[mode][f"policy_split/{name}/entropy"].append(_ratio(total, count))
         self._loss_entropies = None
         return loss
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Checkpoints: the adapted eta_high resumes where it was
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        super()._save_optimizer_and_scheduler(output_dir)
+        if self.args.eta_high_target_kl > 0 and self.args.should_save:
+            with open(os.path.join(output_dir, ETA_HIGH_FILE), "w") as handle:
+                json.dump({"eta_high": self.eta_high}, handle)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None or self.args.eta_high_target_kl <= 0:
+            return
+        path = os.path.join(checkpoint, ETA_HIGH_FILE)
+        if os.path.isfile(path):
+            with open(path) as handle:
+                self.eta_high = float(json.load(handle)["eta_high"])
 
     # ----------------------------------------------------------------------------------------------------------
     # Model card

@@ -2,7 +2,7 @@
 
     python scripts/benchmark.py testbed                  # 9 methods x 5 seeds x 200 steps (2 runs at a time)
     python scripts/benchmark.py testbed --quick          # 3 methods x 2 seeds x 20 steps: the pipeline, for CI
-    python scripts/benchmark.py testbed --sweep          # Policy Split's eta_high / alpha / kappa on validation
+    python scripts/benchmark.py testbed --sweep --seeds 8   # the ablation of Policy Split's protocol and guards
 
 The task, model and warm start are in `testbed_task.py` (five digits without a forbidden one that add up to a
 target: many correct answers per prompt, some rare). Every run trains through the package's real trainers and TRL's
@@ -15,7 +15,10 @@ zero-variance groups) come from the trainers' own logs.
 
 Statistics (`stats.py`): per method the mean and 95 % CI over seeds; per method the paired difference against GRPO
 (same seed) with its CI. A claim holds only when its CI excludes the opposite. Hyperparameters are fixed beforehand
-(below) or chosen by ``--sweep`` on the validation prompts, never on the test prompts.
+(below) or chosen by ``--sweep`` on the validation prompts, never on the test prompts. ``--sweep`` is the ablation
+(`SWEEP`): every Policy Split variant is paired with the GRPO run at its sample budget and update schedule
+(`matched_grpo`) and with the defaults, its drifting seeds are counted, and `SELECTION_RULE` (fixed before the runs)
+names the variant that becomes the package defaults (`select_defaults`).
 
 Each finished run is stored as ``runs/<method>-seed<s>.json`` in the output directory as it ends; re-running the
 command skips finished runs and re-aggregates. Output: ``testbed.json``, ``testbed.md``, ``testbed.png``.
@@ -61,22 +64,62 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "policy_split_asym_dipo": ("policy_split", {"asymmetric_advantages": True, "perplexity_reallocation": True}),
 }
 POLICY_SPLIT_METHODS = ("policy_split", "policy_split_asym_dipo")
-# Policy Split's sweep on the validation prompts (one knob at a time around the package defaults).
-SWEEP: dict[str, dict[str, Any]] = {
-    "policy_split": {},
-    "policy_split_eta0.1": {"eta_high": 0.1},
-    "policy_split_eta0.5": {"eta_high": 0.5},
-    "policy_split_alpha1.0": {"alpha": 1.0},
-    "policy_split_alpha0.0": {"alpha": 0.0},
-    "policy_split_kappa2": {"kappa": 2.0},
-    "policy_split_kappa0": {"kappa": 0.0},
+# The ablation on the validation prompts (issue 21): Policy Split's protocol options, drift guards and knobs, each
+# variant paired with GRPO at the same sample budget and update schedule (`matched_grpo`) and with the defaults.
+# `_updates`: optimizer updates per rollout (TRL's steps_per_generation); `_num_generations`: GRPO's completions per
+# prompt; Policy Split's `completions_per_mode="num_generations"` samples num_generations per mode (2x, the authors').
+_AUTHORS_SAMPLES = {"completions_per_mode": "num_generations"}
+_IS = {"cross_importance_sampling": "token_truncate", "cross_importance_cap": 2.0}
+_KL = {"eta_high_target_kl": 0.2, "eta_high_max": 1.0}  # first stage: the controller may raise eta_high to 1
+_KL2 = {"eta_high_target_kl": 0.2}  # second stage: at most the start value (eta_high_max's default)
+SWEEP: dict[str, tuple[str, dict[str, Any]]] = {
+    "grpo": ("shaping", {}),
+    "grpo_g16": ("shaping", {"_num_generations": 16}),
+    "grpo_u4": ("shaping", {"_updates": 4}),
+    "grpo_g16_u4": ("shaping", {"_num_generations": 16, "_updates": 4}),
+    "grpo_beta0.04": ("shaping", {"beta": 0.04}),
+    "policy_split": ("policy_split", {}),
+    "policy_split_beta0.04": ("policy_split", {"beta": 0.04}),
+    "policy_split_alpha1": ("policy_split", {"alpha": 1.0}),
+    "policy_split_eta0": ("policy_split", {"eta_high": 0.0}),
+    "policy_split_u4": ("policy_split", {"_updates": 4}),
+    "policy_split_pm8": ("policy_split", {**_AUTHORS_SAMPLES}),
+    "policy_split_authors": ("policy_split", {**_AUTHORS_SAMPLES, "_updates": 4, "kappa": 0.0}),
+    "policy_split_is": ("policy_split", {**_IS}),
+    "policy_split_is_u4": ("policy_split", {**_IS, "_updates": 4}),
+    "policy_split_is_pm8": ("policy_split", {**_IS, **_AUTHORS_SAMPLES}),
+    "policy_split_kl": ("policy_split", {**_KL}),
+    "policy_split_kl_u4": ("policy_split", {**_KL, "_updates": 4}),
+    "policy_split_kl_pm8": ("policy_split", {**_KL, **_AUTHORS_SAMPLES}),
+    "policy_split_is_kl": ("policy_split", {**_IS, **_KL}),
+    "policy_split_is_kl_u4": ("policy_split", {**_IS, **_KL, "_updates": 4}),
+    "policy_split_is_kl_authors": ("policy_split", {**_IS, **_KL, **_AUTHORS_SAMPLES, "_updates": 4, "kappa": 0.0}),
+    # Second stage, after the first showed that no guard held the band at 4 updates per rollout (the drift goes on
+    # with eta_high at 0): a restoring force (mode_kl_coef), the controller capped at its start value, the IS knobs.
+    "policy_split_pen0.1": ("policy_split", {"mode_kl_coef": 0.1}),
+    "policy_split_pen0.5": ("policy_split", {"mode_kl_coef": 0.5}),
+    "policy_split_pen0.1_u4": ("policy_split", {"mode_kl_coef": 0.1, "_updates": 4}),
+    "policy_split_pen0.5_u4": ("policy_split", {"mode_kl_coef": 0.5, "_updates": 4}),
+    "policy_split_pen0.5_pm8": ("policy_split", {"mode_kl_coef": 0.5, **_AUTHORS_SAMPLES}),
+    "policy_split_is_pen0.5_u4": ("policy_split", {**_IS, "mode_kl_coef": 0.5, "_updates": 4}),
+    "policy_split_kl2": ("policy_split", {**_KL2}),
+    "policy_split_kl2_u4": ("policy_split", {**_KL2, "_updates": 4}),
+    "policy_split_kl2_pen0.5_u4": ("policy_split", {**_KL2, "mode_kl_coef": 0.5, "_updates": 4}),
+    "policy_split_is_cap1": ("policy_split", {**_IS, "cross_importance_cap": 1.0}),
+    "policy_split_is_cap4": ("policy_split", {**_IS, "cross_importance_cap": 4.0}),
+    "policy_split_is_seq": ("policy_split", {**_IS, "cross_importance_sampling": "sequence_truncate"}),
 }
 
-# Fixed before the sweep ran: the package defaults change only for a variant that beats them on the validation prompts.
+# Fixed before the ablation ran (issue 21); `select_defaults` applies it to the report.
+KL_RUNAWAY = 0.5  # nats, held-out KL(HE -> normal) per sequence: a seed above it counts as drifting
 SELECTION_RULE = (
-    "a variant replaces the package defaults only if its paired difference against the default (same seed) in "
-    "normal-mode pass@1 on the validation prompts has a 95 % CI above 0 and its pass@16 difference's CI is not "
-    "below 0"
+    "candidates are the Policy Split variants without a reference model (beta 0); a candidate is eligible when no "
+    f"seed's held-out KL(HE -> normal) exceeds {KL_RUNAWAY} nats and its paired normal-mode pass@1 difference against "
+    "GRPO at the same sample budget and update schedule has a 95 % CI low above "
+    f"-{NON_INFERIORITY_MARGIN}; the eligible candidate with the highest mean paired pass@16 difference against that "
+    "GRPO becomes the package defaults (means within 0.01 of the best: the cheaper one, fewer samples then fewer "
+    "updates, then the one with fewer changed settings); with no eligible candidate, the candidate without a "
+    "drifting seed whose paired pass@1 CI low is highest, else the current defaults"
 )
 DEFAULTS: dict[str, Any] = {
     "methods": list(METHODS),
@@ -109,6 +152,9 @@ TRAIN_KEYS = (
     "policy_split/high_entropy/entropy",
     "policy_split/kl_normal_to_high_entropy",
     "policy_split/kl_high_entropy_to_normal",
+    "policy_split/eta_high",
+    "policy_split/cross_is_weight/normal_context",
+    "policy_split/cross_is_weight/high_entropy_context",
 )
 
 
@@ -140,8 +186,8 @@ def method_settings(method: str) -> tuple[str, dict[str, Any]]:
     if method in METHODS:
         return METHODS[method]
     if method in SWEEP:
-        return "policy_split", SWEEP[method]
-    raise ValueError(f"unknown testbed method {method!r}; methods: {', '.join([*METHODS, *SWEEP])}")
+        return SWEEP[method]
+    raise ValueError(f"unknown testbed method {method!r}; methods: {', '.join({**METHODS, **SWEEP})}")
 
 
 def train_and_evaluate(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -155,14 +201,15 @@ def train_and_evaluate(spec: Mapping[str, Any]) -> dict[str, Any]:
     kind, fields = method_settings(method)
     fields = dict(fields)
     updates = fields.pop("_updates", 1)
-    rollout = spec["prompts_per_step"] * spec["num_generations"]
+    num_generations = fields.pop("_num_generations", spec["num_generations"])
+    rollout = spec["prompts_per_step"] * num_generations
     config_class, trainer_class = _trainer_classes(kind)
     values = {
         "output_dir": str(Path(spec["workdir"]) / f"{method}-seed{seed}"),
         "per_device_train_batch_size": rollout // updates,
         "steps_per_generation": updates,
         "gradient_accumulation_steps": 1,
-        "num_generations": spec["num_generations"],
+        "num_generations": num_generations,
         "max_completion_length": task.NUM_DIGITS + 1,
         "max_steps": spec["steps"] * updates,
         "learning_rate": spec["learning_rate"],
@@ -370,18 +417,22 @@ def decide_claims(aggregated: Mapping[str, Any], k: int = 16) -> list[dict[str, 
             claims.append(_claim(f"{ps}: held-out HE-mode token entropy >= {ENTROPY_RATIO}x the normal mode's",
                                  verdict, {"entropy_ratio": ratio}))  # fmt: skip
         growth, rise = methods[ps].get("train/kl_growth"), methods[ps].get("train/kl_rise_over_noise")
-        if growth and rise:
-            grows = verdict_above(growth, KL_GROWTH)
-            above_noise = verdict_above(rise, 1.0)
-            verdict = (
-                HOLDS if grows == above_noise == HOLDS else FAILS if FAILS in (grows, above_noise) else INCONCLUSIVE
-            )
+        end = methods[ps].get("train/kl_end")
+        if growth and rise and end:
+            # The paper's mechanism is a KL that rises into a band (to about 0.2), not a high-entropy mode running
+            # away: the claim needs the end of the curve at most KL_RUNAWAY too, and runaway seeds are counted apart.
+            parts = (verdict_above(growth, KL_GROWTH), verdict_above(rise, 1.0), verdict_below(end, KL_RUNAWAY))
+            verdict = HOLDS if all(v == HOLDS for v in parts) else FAILS if FAILS in parts else INCONCLUSIVE
+            ends = _by_seed(aggregated, ps, "train/kl_end")
+            held_out = _by_seed(aggregated, ps, "kl_high_entropy_to_normal")
             claims.append(_claim(
-                f"{ps}: inter-mode KL (HE -> normal, training) rises >= {KL_GROWTH}x from its start and above the "
-                "curve's noise",
+                f"{ps}: inter-mode KL (HE -> normal, training) rises >= {KL_GROWTH}x from its start, above the "
+                f"curve's noise, and ends at most {KL_RUNAWAY} nats (in the paper's band, not running away)",
                 verdict,
-                {"growth": growth, "rise_over_noise": rise, "start": methods[ps].get("train/kl_start"),
-                 "end": methods[ps].get("train/kl_end")},
+                {"growth": growth, "rise_over_noise": rise, "start": methods[ps].get("train/kl_start"), "end": end,
+                 "runaway_seeds_training": sum(v is not None and v > KL_RUNAWAY for v in ends.values()),
+                 "runaway_seeds_held_out": sum(v is not None and v > KL_RUNAWAY for v in held_out.values()),
+                 "seeds": len(ends)},
             ))  # fmt: skip
         if "grpo" not in methods:
             continue
@@ -420,6 +471,118 @@ def paired_against(aggregated: Mapping[str, Any], metrics: Sequence[str], baseli
         for method in aggregated["methods"]
         if method not in (baseline, "untrained")
     }
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The ablation (validation split): each Policy Split variant against GRPO at its budget, and the defaults rule
+
+ABLATION_METRICS = ("normal/pass@1", "normal/pass@16", "normal/distinct_correct")
+
+
+def budget(method: str, num_generations: int = DEFAULTS["num_generations"]) -> dict[str, Any]:
+    """Completions per prompt, optimizer updates per rollout and the reference-KL beta a method trains with."""
+    kind, fields = method_settings(method)
+    samples = fields.get("_num_generations", num_generations)
+    if kind == "policy_split" and fields.get("completions_per_mode") == "num_generations":
+        samples = 2 * num_generations  # num_generations per mode
+    return {"samples": samples, "updates": fields.get("_updates", 1), "beta": fields.get("beta", 0.0)}
+
+
+def matched_grpo(method: str, available: Sequence[str]) -> str | None:
+    """The plain GRPO run among ``available`` with the method's budget (same samples, updates and beta), if any."""
+    target = budget(method)
+    for candidate in available:
+        if candidate not in METHODS and candidate not in SWEEP:  # "untrained"
+            continue
+        kind, fields = method_settings(candidate)
+        plain = kind == "shaping" and set(fields) <= {"_num_generations", "_updates", "beta"}
+        if plain and budget(candidate) == target:
+            return candidate
+    return None
+
+
+def ablation_rows(aggregated: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per Policy Split variant: paired differences against its matched GRPO and against the defaults, held-out
+    entropies and KL, and how many seeds drift (held-out KL(HE -> normal) above ``KL_RUNAWAY``)."""
+    methods = aggregated["methods"]
+    rows = []
+    for method in methods:
+        if method == "untrained" or method_settings(method)[0] != "policy_split":
+            continue
+        grpo = matched_grpo(method, list(methods))
+        kl = _by_seed(aggregated, method, "kl_high_entropy_to_normal")
+        finite = [value for value in kl.values() if value is not None]
+        row = {
+            "method": method,
+            "settings": {k: v for k, v in method_settings(method)[1].items()},
+            "budget": budget(method),
+            "matched_grpo": grpo,
+            "seeds": len(kl),
+            "drifting_seeds": sum(value > KL_RUNAWAY for value in finite),
+            "max_kl": max(finite) if finite else None,
+            "kl_high_entropy_to_normal": methods[method].get("kl_high_entropy_to_normal"),
+            "normal/entropy": methods[method].get("normal/entropy"),
+            "high_entropy/entropy": methods[method].get("high_entropy/entropy"),
+        }
+        for metric in ABLATION_METRICS:
+            row[metric] = methods[method].get(metric)
+            row[f"vs_grpo/{metric}"] = (
+                paired(_by_seed(aggregated, method, metric), _by_seed(aggregated, grpo, metric)) if grpo else None
+            )
+            row[f"vs_defaults/{metric}"] = (
+                paired(_by_seed(aggregated, method, metric), _by_seed(aggregated, "policy_split", metric))
+                if "policy_split" in methods and method != "policy_split"
+                else None
+            )
+        rows.append(row)
+    return rows
+
+
+def ablation_plot_methods(rows: Sequence[Mapping[str, Any]], chosen: str | None) -> list[str]:
+    """A readable subset for the ablation's figure: the defaults and the chosen variant with their GRPO, and at 4
+    updates per rollout the unguarded variant and the one with the fewest drifting seeds, with theirs."""
+    by_method = {row["method"]: row for row in rows}
+    picked = [m for m in ("policy_split", chosen) if m in by_method]
+    four = [row for row in rows if row["budget"]["updates"] == 4 and row["budget"]["samples"] == 8]
+    if four:
+        steadiest = min(
+            four, key=lambda r: (r["drifting_seeds"], -((r["vs_grpo/normal/pass@1"] or {}).get("mean") or 0))
+        )
+        picked += [m for m in ("policy_split_u4", steadiest["method"]) if m in by_method]
+    grpo = [by_method[m]["matched_grpo"] for m in picked if by_method[m]["matched_grpo"]]
+    return list(dict.fromkeys([*grpo, *picked]))
+
+
+def select_defaults(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """`SELECTION_RULE` applied to `ablation_rows`: the variant that becomes the package defaults, and why."""
+
+    def low(row, metric):
+        value = row.get(f"vs_grpo/{metric}")
+        return value["ci_low"] if value and value.get("ci_low") is not None else -math.inf
+
+    def mean(row, metric):
+        value = row.get(f"vs_grpo/{metric}")
+        return value["mean"] if value and value.get("mean") is not None else -math.inf
+
+    candidates = [row for row in rows if row["budget"]["beta"] == 0.0 and row["matched_grpo"]]
+    steady = [row for row in candidates if row["drifting_seeds"] == 0]
+    eligible = [row for row in steady if low(row, "normal/pass@1") > -NON_INFERIORITY_MARGIN]
+    if eligible:
+        best = max(mean(row, "normal/pass@16") for row in eligible)
+        close = [row for row in eligible if mean(row, "normal/pass@16") >= best - 0.01]
+        chosen = min(close, key=lambda r: (r["budget"]["samples"], r["budget"]["updates"], len(r["settings"])))
+        reason = (
+            f"eligible: {', '.join(r['method'] for r in eligible)}; highest paired pass@16 against its GRPO "
+            f"(within 0.01 of {best:+.3f}: {', '.join(r['method'] for r in close)}), then the cheapest and simplest"
+        )
+    elif steady:
+        chosen = max(steady, key=lambda r: low(r, "normal/pass@1"))
+        reason = "no eligible variant; among those without a drifting seed, the highest paired pass@1 CI low"
+    else:
+        chosen = next((row for row in rows if row["method"] == "policy_split"), None)
+        reason = "no variant without a drifting seed: the current defaults stay"
+    return {"rule": SELECTION_RULE, "chosen": chosen["method"] if chosen else None, "reason": reason,
+            "eligible": [row["method"] for row in eligible]}  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -475,11 +638,45 @@ def format_markdown(report: Mapping[str, Any]) -> str:
     lines.append("|---" * (len(paired_metrics) + 1) + "|")
     for method, values in report["paired_against_baseline"].items():
         lines.append(f"| {method} | " + " | ".join(format_ci(values[m]) for m in paired_metrics) + " |")
+    if report.get("ablation"):
+        lines += ["", *ablation_markdown(report["ablation"], report["selection"])]
     lines += ["", "Claims (holds only when the CI excludes the opposite):", ""]
     for claim in report["claims"]:
         lines.append(f"- **{claim['verdict']}**: {claim['claim']}. Evidence: {evidence_text(claim['evidence'])}")
     lines += ["", "![curves](testbed.png)", ""]
     return "\n".join(lines)
+
+
+def ablation_markdown(rows: Sequence[Mapping[str, Any]], selection: Mapping[str, Any]) -> list[str]:
+    """The ablation table: each Policy Split variant against GRPO at its budget and against the defaults."""
+    lines = [
+        f"Ablation: each Policy Split variant paired with GRPO at the same budget (samples per prompt, updates per "
+        f"rollout, beta) and with the defaults; drifting: seeds whose held-out KL(HE -> normal) exceeds {KL_RUNAWAY}.",
+        "",
+        "| variant | GRPO at its budget | Δ pass@1 vs that GRPO | Δ pass@16 | Δ distinct | Δ pass@1 vs defaults "
+        "| H normal | H HE | KL HE→N | drifting |",
+        "|---" * 10 + "|",
+    ]
+    for row in rows:
+        cells = [
+            row["method"],
+            row["matched_grpo"] or "–",
+            format_ci(row["vs_grpo/normal/pass@1"]),
+            format_ci(row["vs_grpo/normal/pass@16"]),
+            format_ci(row["vs_grpo/normal/distinct_correct"], 2),
+            format_ci(row["vs_defaults/normal/pass@1"]),
+            format_ci(row["normal/entropy"]),
+            format_ci(row["high_entropy/entropy"]),
+            format_ci(row["kl_high_entropy_to_normal"]),
+            f"{row['drifting_seeds']}/{row['seeds']}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"Rule for the package defaults (fixed before the runs): {selection['rule']}.",
+        f"Chosen: **{selection['chosen']}** ({selection['reason']}).",
+    ]
+    return lines
 
 
 def evidence_text(evidence: Mapping[str, Any]) -> str:
@@ -495,7 +692,7 @@ def plot(report: Mapping[str, Any], results: Sequence[Mapping[str, Any]], output
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    methods = [m for m in report["config"]["methods"] if m in report["methods"]]
+    methods = [m for m in report.get("plot_methods") or report["config"]["methods"] if m in report["methods"]]
     colour = {method: f"C{index % 10}" for index, method in enumerate(["untrained", *methods])}
     figure, axes = plt.subplots(1, 3, figsize=(17, 4.8))
     ks = [k for k in KS if k <= report["config"]["eval_samples"]]
@@ -574,6 +771,11 @@ def build_report(results: Sequence[Mapping[str, Any]], config: Mapping[str, Any]
         "paired_against_baseline": paired_against(aggregated, PAIRED_METRICS, extra.get("paired_baseline", "grpo")),
         "claims": decide_claims(aggregated),
     }
+    if extra.get("eval_split") == "validation":
+        rows = ablation_rows(aggregated)
+        report["ablation"] = rows
+        report["selection"] = select_defaults(rows)
+        report["plot_methods"] = ablation_plot_methods(rows, report["selection"]["chosen"])
     return finite_or_none(report)
 
 
@@ -669,7 +871,12 @@ def run_testbed(options: Mapping[str, Any], log: Callable[[str], None] = print) 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="3 methods x 2 seeds x 20 steps, a small evaluation")
-    parser.add_argument("--sweep", action="store_true", help="Policy Split's knobs, evaluated on the validation split")
+    parser.add_argument(
+        "--sweep",
+        action="store_true",
+        help="the ablation of Policy Split's protocol and drift guards (each variant with GRPO at its budget), on the "
+        "validation split",
+    )
     parser.add_argument("--methods", nargs="+", help=f"from {', '.join(METHODS)} (and the --sweep variants)")
     parser.add_argument("--seeds", type=int, help="seeds 0..N-1 (each its own warm start and prompt order)")
     parser.add_argument("--steps", type=int, help="rollouts per run")
