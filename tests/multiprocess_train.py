@@ -84,6 +84,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--share-rollouts", action=argparse.BooleanOptionalAction, default=True, help="Train the cross pairs too."
     )
+    parser.add_argument("--eta-high", type=float, default=0.2, help="Policy Split's bonus (0.2: the bonus is on).")
     parser.add_argument("--completions-per-mode", default="half", choices=("half", "num_generations"))
     parser.add_argument("--cross-importance-sampling", default="none")
     parser.add_argument("--eta-high-target-kl", type=float, default=0.0, help="> 0: adapt eta_high to this KL.")
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         shaping.update(
             share_rollouts=args.share_rollouts,
             entropy_estimator=args.entropy_estimator,
+            eta_high=args.eta_high,
             completions_per_mode=args.completions_per_mode,
             cross_importance_sampling=args.cross_importance_sampling,
             eta_high_target_kl=args.eta_high_target_kl,

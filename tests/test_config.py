@@ -16,7 +16,7 @@ def _config(**overrides) -> PolicySplitConfig:
 
 def test_defaults_are_the_documented_ones():
     config = _config()
-    assert (config.alpha, config.eta_high, config.eta_normal, config.kappa) == (0.5, 0.2, 0.0, 1.0)
+    assert (config.alpha, config.eta_high, config.eta_normal, config.kappa) == (0.5, 0.0, 0.0, 1.0)
     assert config.share_rollouts and config.bonus_normalization == "zscore"
     assert config.entropy_estimator == "surprisal" and config.bonus_low_quantile == 0.0
 

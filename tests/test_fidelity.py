@@ -43,7 +43,7 @@ def _changed_parameters(trainer, before: dict[str, torch.Tensor]) -> int:
 @pytest.mark.parametrize(
     ("trainer_class", "config_class", "method_defaults"),
     [
-        (PolicySplitTrainer, PolicySplitConfig, {"eta_high": 0.2, "share_rollouts": True}),
+        (PolicySplitTrainer, PolicySplitConfig, {"eta_high": 0.0, "share_rollouts": True}),
         (AsymGRPOTrainer, AsymGRPOConfig, {"asymmetric_advantages": True, "beta_pos": 0.9}),
         (DiPOTrainer, DiPOConfig, {"perplexity_reallocation": True, "ppl_alpha": 0.1}),
         (AdvantageShapingTrainer, AdvantageShapingConfig, {"asymmetric_advantages": False}),

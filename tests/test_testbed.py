@@ -168,11 +168,12 @@ def test_a_kl_that_runs_away_fails_the_band_claim_and_counts_its_seeds():
 
 def test_every_variant_is_paired_with_grpo_at_its_budget():
     available = ["untrained", *testbed.SWEEP]
-    assert testbed.budget("policy_split") == {"samples": 8, "updates": 1, "beta": 0.0}
+    assert testbed.budget("policy_split_eta0.2") == {"samples": 8, "updates": 1, "beta": 0.0}
     assert testbed.budget("policy_split_pm8") == {"samples": 16, "updates": 1, "beta": 0.0}  # 8 per mode
     assert testbed.budget("policy_split_authors") == {"samples": 16, "updates": 4, "beta": 0.0}
     expected = {
-        "policy_split": "grpo",
+        "policy_split": "grpo",  # the test split's method: the package defaults
+        "policy_split_eta0.2": "grpo",
         "policy_split_is_kl": "grpo",
         "policy_split_u4": "grpo_u4",
         "policy_split_kl_pm8": "grpo_g16",
@@ -200,7 +201,7 @@ def test_the_rule_picks_the_best_steady_variant_and_prefers_the_cheaper_one_on_a
         {
             "grpo": (0.10, 0.60, 0.01),
             "grpo_g16": (0.11, 0.62, 0.01),
-            "policy_split": (0.10, 0.70, lambda seed: 0.8 if seed == 0 else 0.1),  # one drifting seed: not eligible
+            "policy_split_eta0.2": (0.10, 0.70, lambda seed: 0.8 if seed == 0 else 0.1),  # one drifting seed
             "policy_split_is": (0.10, 0.64, 0.1),  # +0.04 pass@16 against grpo
             "policy_split_kl": (0.10, 0.645, 0.1),  # +0.045, the best
             "policy_split_kl_pm8": (0.11, 0.672, 0.1),  # +0.052 against grpo_g16, but 2x samples: within 0.01
@@ -209,7 +210,8 @@ def test_the_rule_picks_the_best_steady_variant_and_prefers_the_cheaper_one_on_a
         }
     )
     by_method = {row["method"]: row for row in rows}
-    assert by_method["policy_split"]["drifting_seeds"] == 1 and by_method["policy_split"]["seeds"] == 4
+    reference = by_method["policy_split_eta0.2"]
+    assert reference["drifting_seeds"] == 1 and reference["seeds"] == 4
     assert by_method["policy_split_kl_pm8"]["matched_grpo"] == "grpo_g16"
     assert by_method["policy_split_kl"]["vs_grpo/normal/pass@16"]["mean"] == pytest.approx(0.045)
     selection = testbed.select_defaults(rows)
@@ -221,7 +223,7 @@ def test_the_rule_falls_back_to_the_steady_variant_with_the_best_pass1_bound():
     rows = _ablation(
         {
             "grpo": (0.10, 0.60, 0.01),
-            "policy_split": (0.10, 0.60, 0.9),
+            "policy_split_eta0.2": (0.10, 0.60, 0.9),
             "policy_split_is": (0.05, 0.60, 0.1),
             "policy_split_kl": (0.07, 0.60, 0.1),
         }
@@ -276,17 +278,17 @@ def test_a_validation_report_holds_the_ablation_table_and_the_chosen_defaults():
     for seed in range(3):
         jitter = 0.001 * seed
         results.append(_result("grpo", seed, 0.10 + jitter, 1.0, held_out_kl=0.01))
-        results.append(_result("policy_split", seed, 0.08 + jitter, 1.0, held_out_kl=0.9))
+        results.append(_result("policy_split_eta0.2", seed, 0.08 + jitter, 1.0, held_out_kl=0.9))
         results.append(_result("policy_split_is", seed, 0.10 + jitter, 1.2, held_out_kl=0.1))
-    config = {**testbed.DEFAULTS, "seeds": 3, "methods": ["grpo", "policy_split", "policy_split_is"]}
-    extra = {"eval_split": "validation", "paired_baseline": "policy_split", "machine": "m", "wall_s": 1.0}
+    config = {**testbed.DEFAULTS, "seeds": 3, "methods": ["grpo", "policy_split_eta0.2", "policy_split_is"]}
+    extra = {"eval_split": "validation", "paired_baseline": "policy_split_eta0.2", "machine": "m", "wall_s": 1.0}
     extra |= {"runs_executed": 0, "runs_wall_s_total": 1.0, "eval_prompts": 44}
     report = testbed.build_report(results, config, extra)
     assert report["selection"]["chosen"] == "policy_split_is" and report["selection"]["eligible"] == [
         "policy_split_is"
     ]
     rows = {row["method"]: row for row in report["ablation"]}
-    assert rows["policy_split"]["drifting_seeds"] == 3 and rows["policy_split_is"]["drifting_seeds"] == 0
+    assert rows["policy_split_eta0.2"]["drifting_seeds"] == 3 and rows["policy_split_is"]["drifting_seeds"] == 0
     assert rows["policy_split_is"]["vs_defaults/normal/pass@1"]["mean"] == pytest.approx(0.02)
     markdown = testbed.format_markdown(report)
     assert "| policy_split_is | grpo |" in markdown and "Chosen: **policy_split_is**" in markdown

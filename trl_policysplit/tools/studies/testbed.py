@@ -1,6 +1,6 @@
 """Exploration testbed: every method on a fast synthetic task where exploration matters, many seeds, CIs, claims.
 
-    python scripts/benchmark.py testbed                  # 9 methods x 5 seeds x 200 steps (2 runs at a time)
+    python scripts/benchmark.py testbed                  # 9 methods x 8 seeds x 200 steps (2 runs at a time)
     python scripts/benchmark.py testbed --quick          # 3 methods x 2 seeds x 20 steps: the pipeline, for CI
     python scripts/benchmark.py testbed --sweep --seeds 8   # the ablation of Policy Split's protocol and guards
 
@@ -68,6 +68,10 @@ POLICY_SPLIT_METHODS = ("policy_split", "policy_split_asym_dipo")
 # variant paired with GRPO at the same sample budget and update schedule (`matched_grpo`) and with the defaults.
 # `_updates`: optimizer updates per rollout (TRL's steps_per_generation); `_num_generations`: GRPO's completions per
 # prompt; Policy Split's `completions_per_mode="num_generations"` samples num_generations per mode (2x, the authors').
+# Every Policy Split variant starts from the package defaults the ablation began with (eta_high 0.2, alpha 0.5,
+# kappa 1), pinned here so that a stored run keeps its meaning after the defaults changed by the ablation's rule.
+_START = {"eta_high": 0.2}
+ABLATION_REFERENCE = "policy_split_eta0.2"  # those defaults
 _AUTHORS_SAMPLES = {"completions_per_mode": "num_generations"}
 _IS = {"cross_importance_sampling": "token_truncate", "cross_importance_cap": 2.0}
 _KL = {"eta_high_target_kl": 0.2, "eta_high_max": 1.0}  # first stage: the controller may raise eta_high to 1
@@ -78,36 +82,39 @@ SWEEP: dict[str, tuple[str, dict[str, Any]]] = {
     "grpo_u4": ("shaping", {"_updates": 4}),
     "grpo_g16_u4": ("shaping", {"_num_generations": 16, "_updates": 4}),
     "grpo_beta0.04": ("shaping", {"beta": 0.04}),
-    "policy_split": ("policy_split", {}),
-    "policy_split_beta0.04": ("policy_split", {"beta": 0.04}),
-    "policy_split_alpha1": ("policy_split", {"alpha": 1.0}),
+    "policy_split_eta0.2": ("policy_split", {**_START}),
+    "policy_split_beta0.04": ("policy_split", {**_START, "beta": 0.04}),
+    "policy_split_alpha1": ("policy_split", {**_START, "alpha": 1.0}),
     "policy_split_eta0": ("policy_split", {"eta_high": 0.0}),
-    "policy_split_u4": ("policy_split", {"_updates": 4}),
-    "policy_split_pm8": ("policy_split", {**_AUTHORS_SAMPLES}),
-    "policy_split_authors": ("policy_split", {**_AUTHORS_SAMPLES, "_updates": 4, "kappa": 0.0}),
-    "policy_split_is": ("policy_split", {**_IS}),
-    "policy_split_is_u4": ("policy_split", {**_IS, "_updates": 4}),
-    "policy_split_is_pm8": ("policy_split", {**_IS, **_AUTHORS_SAMPLES}),
-    "policy_split_kl": ("policy_split", {**_KL}),
-    "policy_split_kl_u4": ("policy_split", {**_KL, "_updates": 4}),
-    "policy_split_kl_pm8": ("policy_split", {**_KL, **_AUTHORS_SAMPLES}),
-    "policy_split_is_kl": ("policy_split", {**_IS, **_KL}),
-    "policy_split_is_kl_u4": ("policy_split", {**_IS, **_KL, "_updates": 4}),
-    "policy_split_is_kl_authors": ("policy_split", {**_IS, **_KL, **_AUTHORS_SAMPLES, "_updates": 4, "kappa": 0.0}),
+    "policy_split_u4": ("policy_split", {**_START, "_updates": 4}),
+    "policy_split_pm8": ("policy_split", {**_START, **_AUTHORS_SAMPLES}),
+    "policy_split_authors": ("policy_split", {**_START, **_AUTHORS_SAMPLES, "_updates": 4, "kappa": 0.0}),
+    "policy_split_is": ("policy_split", {**_START, **_IS}),
+    "policy_split_is_u4": ("policy_split", {**_START, **_IS, "_updates": 4}),
+    "policy_split_is_pm8": ("policy_split", {**_START, **_IS, **_AUTHORS_SAMPLES}),
+    "policy_split_kl": ("policy_split", {**_START, **_KL}),
+    "policy_split_kl_u4": ("policy_split", {**_START, **_KL, "_updates": 4}),
+    "policy_split_kl_pm8": ("policy_split", {**_START, **_KL, **_AUTHORS_SAMPLES}),
+    "policy_split_is_kl": ("policy_split", {**_START, **_IS, **_KL}),
+    "policy_split_is_kl_u4": ("policy_split", {**_START, **_IS, **_KL, "_updates": 4}),
+    "policy_split_is_kl_authors": (
+        "policy_split",
+        {**_START, **_IS, **_KL, **_AUTHORS_SAMPLES, "_updates": 4, "kappa": 0.0},
+    ),
     # Second stage, after the first showed that no guard held the band at 4 updates per rollout (the drift goes on
     # with eta_high at 0): a restoring force (mode_kl_coef), the controller capped at its start value, the IS knobs.
-    "policy_split_pen0.1": ("policy_split", {"mode_kl_coef": 0.1}),
-    "policy_split_pen0.5": ("policy_split", {"mode_kl_coef": 0.5}),
-    "policy_split_pen0.1_u4": ("policy_split", {"mode_kl_coef": 0.1, "_updates": 4}),
-    "policy_split_pen0.5_u4": ("policy_split", {"mode_kl_coef": 0.5, "_updates": 4}),
-    "policy_split_pen0.5_pm8": ("policy_split", {"mode_kl_coef": 0.5, **_AUTHORS_SAMPLES}),
-    "policy_split_is_pen0.5_u4": ("policy_split", {**_IS, "mode_kl_coef": 0.5, "_updates": 4}),
-    "policy_split_kl2": ("policy_split", {**_KL2}),
-    "policy_split_kl2_u4": ("policy_split", {**_KL2, "_updates": 4}),
-    "policy_split_kl2_pen0.5_u4": ("policy_split", {**_KL2, "mode_kl_coef": 0.5, "_updates": 4}),
-    "policy_split_is_cap1": ("policy_split", {**_IS, "cross_importance_cap": 1.0}),
-    "policy_split_is_cap4": ("policy_split", {**_IS, "cross_importance_cap": 4.0}),
-    "policy_split_is_seq": ("policy_split", {**_IS, "cross_importance_sampling": "sequence_truncate"}),
+    "policy_split_pen0.1": ("policy_split", {**_START, "mode_kl_coef": 0.1}),
+    "policy_split_pen0.5": ("policy_split", {**_START, "mode_kl_coef": 0.5}),
+    "policy_split_pen0.1_u4": ("policy_split", {**_START, "mode_kl_coef": 0.1, "_updates": 4}),
+    "policy_split_pen0.5_u4": ("policy_split", {**_START, "mode_kl_coef": 0.5, "_updates": 4}),
+    "policy_split_pen0.5_pm8": ("policy_split", {**_START, "mode_kl_coef": 0.5, **_AUTHORS_SAMPLES}),
+    "policy_split_is_pen0.5_u4": ("policy_split", {**_START, **_IS, "mode_kl_coef": 0.5, "_updates": 4}),
+    "policy_split_kl2": ("policy_split", {**_START, **_KL2}),
+    "policy_split_kl2_u4": ("policy_split", {**_START, **_KL2, "_updates": 4}),
+    "policy_split_kl2_pen0.5_u4": ("policy_split", {**_START, **_KL2, "mode_kl_coef": 0.5, "_updates": 4}),
+    "policy_split_is_cap1": ("policy_split", {**_START, **_IS, "cross_importance_cap": 1.0}),
+    "policy_split_is_cap4": ("policy_split", {**_START, **_IS, "cross_importance_cap": 4.0}),
+    "policy_split_is_seq": ("policy_split", {**_START, **_IS, "cross_importance_sampling": "sequence_truncate"}),
 }
 
 # Fixed before the ablation ran (issue 21); `select_defaults` applies it to the report.
@@ -118,12 +125,12 @@ SELECTION_RULE = (
     "GRPO at the same sample budget and update schedule has a 95 % CI low above "
     f"-{NON_INFERIORITY_MARGIN}; the eligible candidate with the highest mean paired pass@16 difference against that "
     "GRPO becomes the package defaults (means within 0.01 of the best: the cheaper one, fewer samples then fewer "
-    "updates, then the one with fewer changed settings); with no eligible candidate, the candidate without a "
-    "drifting seed whose paired pass@1 CI low is highest, else the current defaults"
+    "updates, then the one with fewer changed settings, then the higher mean); with no eligible candidate, the "
+    "candidate without a drifting seed whose paired pass@1 CI low is highest, else the current defaults"
 )
 DEFAULTS: dict[str, Any] = {
     "methods": list(METHODS),
-    "seeds": 5,
+    "seeds": 8,
     "steps": 200,
     "prompts_per_step": 8,
     "num_generations": 8,
@@ -514,7 +521,8 @@ def ablation_rows(aggregated: Mapping[str, Any]) -> list[dict[str, Any]]:
         finite = [value for value in kl.values() if value is not None]
         row = {
             "method": method,
-            "settings": {k: v for k, v in method_settings(method)[1].items()},
+            # What the variant changes from the defaults the ablation started from.
+            "settings": {k: v for k, v in method_settings(method)[1].items() if _START.get(k) != v},
             "budget": budget(method),
             "matched_grpo": grpo,
             "seeds": len(kl),
@@ -530,8 +538,8 @@ def ablation_rows(aggregated: Mapping[str, Any]) -> list[dict[str, Any]]:
                 paired(_by_seed(aggregated, method, metric), _by_seed(aggregated, grpo, metric)) if grpo else None
             )
             row[f"vs_defaults/{metric}"] = (
-                paired(_by_seed(aggregated, method, metric), _by_seed(aggregated, "policy_split", metric))
-                if "policy_split" in methods and method != "policy_split"
+                paired(_by_seed(aggregated, method, metric), _by_seed(aggregated, ABLATION_REFERENCE, metric))
+                if ABLATION_REFERENCE in methods and method != ABLATION_REFERENCE
                 else None
             )
         rows.append(row)
@@ -542,7 +550,7 @@ def ablation_plot_methods(rows: Sequence[Mapping[str, Any]], chosen: str | None)
     """A readable subset for the ablation's figure: the defaults and the chosen variant with their GRPO, and at 4
     updates per rollout the unguarded variant and the one with the fewest drifting seeds, with theirs."""
     by_method = {row["method"]: row for row in rows}
-    picked = [m for m in ("policy_split", chosen) if m in by_method]
+    picked = [m for m in (ABLATION_REFERENCE, chosen) if m in by_method]
     four = [row for row in rows if row["budget"]["updates"] == 4 and row["budget"]["samples"] == 8]
     if four:
         steadiest = min(
@@ -570,7 +578,12 @@ def select_defaults(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     if eligible:
         best = max(mean(row, "normal/pass@16") for row in eligible)
         close = [row for row in eligible if mean(row, "normal/pass@16") >= best - 0.01]
-        chosen = min(close, key=lambda r: (r["budget"]["samples"], r["budget"]["updates"], len(r["settings"])))
+
+        def cost(row):
+            budget = row["budget"]
+            return budget["samples"], budget["updates"], len(row["settings"]), -mean(row, "normal/pass@16")
+
+        chosen = min(close, key=cost)
         reason = (
             f"eligible: {', '.join(r['method'] for r in eligible)}; highest paired pass@16 against its GRPO "
             f"(within 0.01 of {best:+.3f}: {', '.join(r['method'] for r in close)}), then the cheapest and simplest"
@@ -579,7 +592,7 @@ def select_defaults(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         chosen = max(steady, key=lambda r: low(r, "normal/pass@1"))
         reason = "no eligible variant; among those without a drifting seed, the highest paired pass@1 CI low"
     else:
-        chosen = next((row for row in rows if row["method"] == "policy_split"), None)
+        chosen = next((row for row in rows if row["method"] == ABLATION_REFERENCE), None)
         reason = "no variant without a drifting seed: the current defaults stay"
     return {"rule": SELECTION_RULE, "chosen": chosen["method"] if chosen else None, "reason": reason,
             "eligible": [row["method"] for row in eligible]}  # fmt: skip
@@ -618,7 +631,8 @@ def format_markdown(report: Mapping[str, Any]) -> str:
         "# Exploration testbed",
         "",
         f"{config['seeds']} seeds x {config['steps']} rollouts of {config['prompts_per_step']} prompts x "
-        f"{config['num_generations']} completions; held-out: {report['eval_prompts']} test prompts x "
+        f"{config['num_generations']} completions; held-out: {report['eval_prompts']} "
+        f"{report.get('eval_split') or 'test'} prompts x "
         f"{config['eval_samples']} samples per mode. {report['machine']}; this call ran {report['runs_executed']} "
         f"runs in {report['wall_s']:.0f} s; all runs' wall times add up to {report['runs_wall_s_total']:.0f} s. "
         "Mean [95 % CI] over seeds; pass@k unbiased; entropies token-weighted; KL per sequence then over sequences "
@@ -858,7 +872,7 @@ def run_testbed(options: Mapping[str, Any], log: Callable[[str], None] = print) 
         "eval_prompts": results[0]["eval"]["prompts"] if results else 0,
         "eval_split": options["eval_split"],
         "hyperparameters": "fixed beforehand (testbed.py: DEFAULTS, METHODS) or from --sweep on the validation split",
-        "paired_baseline": "policy_split" if options["eval_split"] == "validation" else "grpo",
+        "paired_baseline": ABLATION_REFERENCE if options["eval_split"] == "validation" else "grpo",
         "selection_rule": SELECTION_RULE if options["eval_split"] == "validation" else None,
     }
     config = {**{k: options[k] for k in DEFAULTS}, "seeds": options["seeds"], "methods": methods}
