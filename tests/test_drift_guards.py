@@ -10,7 +10,7 @@ import os
 import pytest
 import torch
 from test_policy_split_trainer import BATCH, NUM_GENERATIONS, first_batch, make_config, make_trainer
-from tiny import conversational_dataset, trainer_logps
+from tiny import trainer_logps
 
 from trl_policysplit import PolicySplitConfig
 from trl_policysplit.functional import adapted_coefficient, cross_importance_weights, inter_mode_kl_penalty
@@ -152,23 +152,6 @@ def test_num_generations_per_mode_trains_the_same_optimizer_steps_and_logs_per_m
         for mode in ("normal", "high_entropy"):
             assert entry[f"policy_split/{mode}/completions"] == BATCH
             assert entry[f"policy_split/{mode}/train_sequences"] == 2 * BATCH
-
-
-def test_num_generations_per_mode_in_evaluation(tiny_model_dir, tmp_path):
-    trainer = make_trainer(
-        tiny_model_dir,
-        tmp_path,
-        completions_per_mode="num_generations",
-        eval_dataset=conversational_dataset(8),
-        eval_strategy="steps",
-        eval_steps=1,
-        per_device_eval_batch_size=8,
-        num_generations_eval=4,
-        max_steps=1,
-    )
-    trainer.train()
-    evaluation = [entry for entry in trainer.state.log_history if "eval_loss" in entry][0]
-    assert evaluation["eval_policy_split/normal/completions"] == 8  # 2 questions x 4 per mode, per eval batch
 
 
 # ------------------------------------------------------------------------------------------------------------------

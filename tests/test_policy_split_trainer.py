@@ -346,10 +346,14 @@ def test_resume_from_checkpoint_continues_training(tiny_model_dir, tmp_path):
     assert last["step"] == 3 and math.isfinite(last["policy_split/normal/reward"])
 
 
-def test_evaluation_logs_per_mode_metrics(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize(
+    ("completions_per_mode", "per_mode"), [("half", 4), ("num_generations", 8)]
+)  # 8 eval rows: half per mode, or num_generations_eval (4) per mode for each of 2 questions
+def test_evaluation_logs_per_mode_metrics(tiny_model_dir, tmp_path, completions_per_mode, per_mode):
     trainer = make_trainer(
         tiny_model_dir,
         tmp_path,
+        completions_per_mode=completions_per_mode,
         eval_dataset=conversational_dataset(8),
         eval_strategy="steps",
         eval_steps=1,
@@ -359,5 +363,5 @@ def test_evaluation_logs_per_mode_metrics(tiny_model_dir, tmp_path):
     )
     trainer.train()
     evaluation = [entry for entry in trainer.state.log_history if "eval_loss" in entry][0]
-    assert evaluation["eval_policy_split/normal/completions"] == 4  # 8 eval rows, half per mode, per batch
+    assert evaluation["eval_policy_split/normal/completions"] == per_mode
     assert math.isfinite(evaluation["eval_policy_split/high_entropy/reward"])

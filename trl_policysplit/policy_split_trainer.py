@@ -381,12 +381,9 @@ class PolicySplitTrainer(AdvantageShapingTrainer):
     ) -> float:
         """Training KL(HE -> normal) of this generation batch, per sequence then over every process's HE completions
         (the paper's measure, as logged under ``policy_split/kl_high_entropy_to_normal``); NaN without any."""
-        valid = loss_mask.bool()
-        differences = (own_logps.float() - cross_logps.float()).masked_fill(~valid, 0.0)  # s_N - s_H on HE rows
-        per_row = torch.stack([differences.sum(dim=1), valid.sum(dim=1).float(), is_high.float()], dim=1)
-        sums, counts, high = self.accelerator.gather(per_row).unbind(dim=1)
-        rows = high.bool() & (counts > 0)
-        return (sums[rows] / counts[rows]).mean().item() if rows.any() else math.nan
+        differences = gather_padded(own_logps.float() - cross_logps.float())  # s_N - s_H on the HE rows
+        mask, high = gather_padded(loss_mask.long()), gather_padded(is_high)
+        return mean_of_sequence_means(differences[high], mask[high]).item()
 
     def _log_cross_weights(
         self, mode: str, weights: torch.Tensor, loss_mask: torch.Tensor, is_high: torch.Tensor, cap: float
@@ -394,13 +391,15 @@ class PolicySplitTrainer(AdvantageShapingTrainer):
         """Mean importance weight of the cross rows' tokens per training context, and the share at the cap."""
         valid = loss_mask.bool()
         capped = (weights >= cap * (1 - 1e-6)) & valid
+        # A cross row is trained under the other mode's prompt: normal completions under the HE one (Q4), and back.
+        contexts = ((HIGH_ENTROPY, ~is_high.bool()), (NORMAL, is_high.bool()))
         stats = []
-        for context_high in (True, False):  # Q3: HE completions under the normal prompt; Q4: the other way round
-            rows = valid & (is_high.bool() == (not context_high)).unsqueeze(1)
+        for _, completions in contexts:
+            rows = valid & completions.unsqueeze(1)
             stats.append(torch.stack([(weights * rows).sum(), (capped & rows).sum(), rows.sum()]).float())
         stats = self.accelerator.reduce(torch.stack(stats), reduction="sum")
         metrics = self._metrics[mode]
-        for (total, at_cap, count), name in zip(stats, (HIGH_ENTROPY, NORMAL), strict=True):
+        for (total, at_cap, count), (name, _) in zip(stats, contexts, strict=True):
             metrics[f"policy_split/cross_is_weight/{name}_context"].append(_ratio(total, count))
             metrics[f"policy_split/cross_is_capped_frac/{name}_context"].append(_ratio(at_cap, count))
 
