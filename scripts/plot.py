@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from trl_policysplit.tools.optional import MissingOptionalPackage
 from trl_policysplit.tools.plotting import SMOOTHING, plot_run
 
 
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         summary = plot_run(args.path, args.output, args.smoothing)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, MissingOptionalPackage) as error:
         print(f"plot.py: error: {str(error).replace(chr(10), ' ')}", file=sys.stderr)
         return 2
     summary_file = Path(summary["image"]).with_suffix(".json")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -20,3 +21,11 @@ torch.set_num_threads(1)
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> str:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+def pytest_ignore_collect(collection_path, config) -> bool | None:
+    """The real-engine tier (tests/vllm) needs vLLM installed: it runs on its own, with `-m vllm`, from
+    `bash scripts/run_vllm_tests.sh`."""
+    if collection_path == Path(__file__).parent / "vllm" and "vllm" not in (config.getoption("markexpr") or ""):
+        return True
+    return None

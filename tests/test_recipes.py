@@ -79,6 +79,8 @@ def test_recipes_are_found():
         "policy_split/qwen3_4b_math.yaml",
         "policy_split/qwen3_8b_math.yaml",
         "policy_split/qwen3_8b_math_authors_protocol.yaml",
+        "policy_split/qwen3_1.7b_math_vllm_server.yaml",
+        "demo/smollm2_arithmetic_cpu_vllm.yaml",
         "asym_grpo/qwen3_4b_math.yaml",
         "asym_grpo/qwen3_4b_math_clip_higher.yaml",
         "dipo/qwen3_8b_base_math.yaml",
@@ -130,12 +132,43 @@ def test_gpu_settings_stay_in_the_file(path):
     assert raw["bf16"] is True
     assert raw.get("use_cpu", False) is False
     assert raw["dtype"] == "bfloat16"
-    assert raw["use_vllm"] is True and raw["vllm_mode"] == "colocate"
+    assert raw["use_vllm"] is True and raw["vllm_mode"] == ("server" if "vllm_server" in path.name else "colocate")
 
 
 def test_demo_is_a_cpu_recipe():
     raw = _load(DEMO)
     assert raw["use_cpu"] is True and raw["bf16"] is False
+
+
+def test_vllm_demo_is_the_demo_with_a_colocated_engine(tmp_path):
+    path = RECIPES / "demo" / "smollm2_arithmetic_cpu_vllm.yaml"
+    raw, demo = _load(path), _load(DEMO)
+    vllm_keys = {"use_vllm", "vllm_mode", "vllm_max_model_length"}
+    assert {k: v for k, v in raw.items() if k not in vllm_keys | {"output_dir"}} == {
+        k: v for k, v in demo.items() if k != "output_dir"
+    }
+    assert raw["output_dir"] != demo["output_dir"]
+    _, training_args, _ = _parse(path, tmp_path)
+    assert training_args.use_vllm and training_args.vllm_mode == "colocate" and training_args.use_cpu
+    assert "scripts/run_vllm_tests.sh" in _header(path)
+
+
+def test_vllm_server_recipe_is_the_colocated_one_on_a_server(tmp_path):
+    colocated = _load(RECIPES / "policy_split" / "qwen3_1.7b_math.yaml")
+    path = RECIPES / "policy_split" / "qwen3_1.7b_math_vllm_server.yaml"
+    raw = _load(path)
+    server_keys = {"vllm_mode", "vllm_server_host", "vllm_server_port", "vllm_gpu_memory_utilization"}
+    changed = server_keys | {"output_dir", "gradient_accumulation_steps"}
+    assert {k: v for k, v in raw.items() if k not in changed} == {
+        k: v for k, v in colocated.items() if k not in changed
+    }
+    training_gpus = 4  # the 8 GPUs of the colocated recipe, less the ones the server's launch line takes
+    assert raw["per_device_train_batch_size"] * raw["gradient_accumulation_steps"] * training_gpus == 512
+    header = _header(path)
+    assert f"trl vllm-serve --model {raw['model_name_or_path']} --port {raw['vllm_server_port']}" in header
+    assert f"--num_processes {training_gpus}" in header
+    _, training_args, _ = _parse(path, tmp_path)
+    assert training_args.vllm_mode == "server" and training_args.vllm_server_port == raw["vllm_server_port"]
 
 
 def _header(path: Path) -> str:

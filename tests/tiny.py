@@ -23,8 +23,12 @@ _CORPUS = [
 ] * 20
 
 
-def build_tiny_model(directory: str | os.PathLike) -> str:
-    """Train a byte-level BPE on a toy corpus and save it with a 2-layer Qwen2 model; returns the directory."""
+def build_tiny_model(
+    directory: str | os.PathLike, hidden_size: int = 32, num_attention_heads: int = 4, num_key_value_heads: int = 2
+) -> str:
+    """Train a byte-level BPE on a toy corpus and save it with a 2-layer Qwen2 model; returns the directory.
+
+    The default head size (8) keeps the main suite fast; vLLM's CPU attention needs 32 or more (tests/vllm)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     backend = Tokenizer(models.BPE())
@@ -44,11 +48,11 @@ def build_tiny_model(directory: str | os.PathLike) -> str:
     tokenizer.save_pretrained(directory)
     config = Qwen2Config(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads,
         max_position_embeddings=512,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

@@ -20,6 +20,7 @@ from transformers.utils import logging
 from trl import GRPOConfig, GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
+from ._trl import check_instance
 from .diagnostics import dipo_warnings
 from .distributed import local_rows
 from .functional import (
@@ -38,6 +39,7 @@ from .model_card import add_card_sections, card_identity, methods_section, used_
 from .sampling import SampledTokenLogps
 from .saving import retie_shared_weights
 from .shaping_config import AdvantageShapingConfig
+from .vllm_cpu import vllm_setup
 
 logger = logging.get_logger(__name__)
 
@@ -106,7 +108,9 @@ class AdvantageShapingTrainer(GRPOTrainer):
                 self._config_class.__name__,
             )
         args = self._trainer_args(args)
-        super().__init__(model, reward_funcs, args, *a, **kw)
+        with vllm_setup(args, model):
+            super().__init__(model, reward_funcs, args, *a, **kw)
+        check_instance(self)
         if args.policy_loss == "kl_cov" and not args.kl_cov_keep_ppo_clip:
             # The reference KL-Cov loss is -A * ratio (no clip) plus its penalty: open TRL's clip range fully.
             self.epsilon_low = self.epsilon_high = math.inf

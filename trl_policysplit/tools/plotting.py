@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .optional import require
+
 METRICS_JSONL = "metrics.jsonl"
 TRAINER_STATE = "trainer_state.json"
 # A bare list of log events, as written by json.dump(trainer.state.log_history).
@@ -286,6 +288,7 @@ def plot_run(path: str | Path, output: str | Path | None = None, smoothing: floa
     zero at every step is left out (the panel says so, the summary lists it under ``left_out``). ``output``
     defaults to ``<run dir>/plots/training.png``, the run dir being ``path`` or the log's directory.
     """
+    require("matplotlib", "plotting a run")
     ema([], smoothing)  # a bad weight fails before any work
     file = find_log_file(path)
     history = load_log_history(file)

@@ -40,6 +40,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..optional import require
 from ..plotting import load_log_history, series
 from . import testbed
 from .common import REPO, REWARD_FUNCS, REWARD_WEIGHTS, device_description, finite_or_none, subprocess_env
@@ -723,6 +724,7 @@ def resolve_options(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, 
     for flag, value in (("--steps", options["steps"]), ("--num-samples", options["num_samples"])):
         if value < 1:
             raise ValueError(f"{flag} must be at least 1, got {value}")
+    require("matplotlib", "the learning benchmark's report (its plot)")  # before minutes of training, not after
     options.update(
         quick=args.quick,
         report_only=args.report_only,

@@ -18,6 +18,9 @@ Phases of a step (seconds, exclusive: a nested phase is charged to the innermost
 
 Each number is its own median, so the phases need not add up to the step time exactly.
 
+``--vllm colocate`` generates with a colocated vLLM engine in every run (`use_vllm=True`; on CPU through
+`trl_policysplit.vllm_cpu`, for `GRPOTrainer` too), completions forced to full length with vLLM's `min_tokens`.
+
 Memory, per run: on CPU the peak RSS while training (the kernel's high-water mark, reset when training starts), which
 the model and the libraries dominate, and the growth of RSS over its value when training starts (after the model is
 loaded): what the trainer itself adds. On GPU the same from `torch.cuda.max_memory_allocated`.
@@ -80,6 +83,7 @@ OPTIONAL_METHODS = ("policy_split_no_sampler_logps",)
 BASELINES = {"dipo_old_logps": "grpo_old_logps"}
 # Runs whose cost floor is reported: Policy Split trains every completion under both prompts (see `cost_floor`).
 FLOOR_RUNS = ("policy_split", "policy_split_doubled_micro_batch", "policy_split_no_sampler_logps")
+VLLM_MAX_MODEL_LENGTH = 1024  # prompt + completion; a short context keeps the engine's KV cache small on CPU
 PHASES = ("generation_s", "scoring_s", "loss_s", "shaping_s", "other_s")
 # The issue's cost targets (ratios to GRPO; floor_ratio: to Policy Split's floor; shaping_fraction: functional-core
 # seconds over step seconds). The paper's 1.4x GRPO is stated for its own regime, see docs/BENCHMARKS.md.
@@ -466,6 +470,7 @@ def run_worker(name: str, settings: Mapping[str, Any], result_path: str) -> None
     import torch
     from trl import ModelConfig
 
+    from ...vllm_cpu import cpu_weight_sync
     from .. import cli
 
     if settings["device"] == "cpu" and settings.get("threads"):
@@ -508,9 +513,11 @@ def run_worker(name: str, settings: Mapping[str, Any], result_path: str) -> None
         "model_init_kwargs": {"dtype": settings["dtype"]},
         **overrides,
     }
+    if settings.get("vllm"):  # generation by a colocated vLLM engine (CPU: through `vllm_cpu`'s weight sync)
+        values.update(use_vllm=True, vllm_mode=settings["vllm"], vllm_max_model_length=VLLM_MAX_MODEL_LENGTH)
     generation_kwargs: dict[str, Any] = {}
     if settings["fixed_length"]:  # same tokens per step for every trainer, whatever the policy learns
-        generation_kwargs["min_new_tokens"] = length
+        generation_kwargs["min_tokens" if settings.get("vllm") else "min_new_tokens"] = length
     if settings.get("random_weights"):  # the architecture's vocabulary is larger than the local tokenizer's
         from .random_model import suppressed_token_ids
 
@@ -523,14 +530,16 @@ def run_worker(name: str, settings: Mapping[str, Any], result_path: str) -> None
 
     timer = PhaseTimer(synchronize if on_gpu else None)
     recorder = _step_recorder(timer, synchronize, cycle, warmup_steps)
-    trainer = trainer_class(
-        model=settings["model_path"],
-        reward_funcs=cli.build_reward_funcs(REWARD_FUNCS),
-        args=config,
-        train_dataset=cli.load_split(cli.ScriptArguments(), "train"),
-        processing_class=cli.load_tokenizer(settings["model_path"], ModelConfig()),
-        callbacks=[recorder],
-    )
+    # TRL's GRPOTrainer gets the CPU weight sync the package's trainers use by themselves (a no-op on CUDA).
+    with cpu_weight_sync() if settings.get("vllm") else contextlib.nullcontext():
+        trainer = trainer_class(
+            model=settings["model_path"],
+            reward_funcs=cli.build_reward_funcs(REWARD_FUNCS),
+            args=config,
+            train_dataset=cli.load_split(cli.ScriptArguments(), "train"),
+            processing_class=cli.load_tokenizer(settings["model_path"], ModelConfig()),
+            callbacks=[recorder],
+        )
     instrument(trainer, timer)
     with timed_functional_core(timer) as wrapped:
         trainer.train()
@@ -562,6 +571,9 @@ def _run_subprocess(name: str, settings: Mapping[str, Any], workdir: Path, index
     env = subprocess_env()
     if settings["device"] == "cpu" and settings.get("threads"):
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(settings["threads"])
+    if settings["device"] == "cpu" and settings.get("vllm"):  # the engine shares the trainer's cores: no pinning
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+        env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
     command = [
         sys.executable,
         "-m",
@@ -574,7 +586,10 @@ def _run_subprocess(name: str, settings: Mapping[str, Any], workdir: Path, index
     with log_path.open("w") as log:
         completed = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     if completed.returncode != 0:
-        tail = "".join(log_path.read_text().splitlines(keepends=True)[-30:])
+        lines = log_path.read_text().splitlines(keepends=True)
+        # Triton (a requirement of vLLM's CPU build) prints leak reports at exit, after the error.
+        lines = lines[: next((i for i, line in enumerate(lines) if line.startswith("nanobind: leaked")), len(lines))]
+        tail = "".join(lines[-30:])
         raise RuntimeError(f"the {name} run failed (exit {completed.returncode}); end of its log {log_path}:\n{tail}")
     return {**json.loads(result_path.read_text()), "index": index}
 
@@ -595,6 +610,8 @@ def run_overhead(options: Mapping[str, Any], log: Callable[[str], None] = print)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = options["dtype"] or ("bfloat16" if device == "cuda" else "float32")
+    if options.get("vllm") and is_random_model(options["model"]):
+        raise ValueError("--vllm needs a model with its own tokenizer: random-* models suppress tokens vLLM samples")
     if is_random_model(options["model"]):  # a real architecture's shapes, random weights: nothing to download
         tokenizer_dir = resolve_model(options.get("tokenizer") or DEFAULTS["model"])
         cache = default_cache_dir().parent / f"{options['model']}-{dtype}"
@@ -617,6 +634,7 @@ def run_overhead(options: Mapping[str, Any], log: Callable[[str], None] = print)
         "threads": options["threads"],
         "max_completion_length": options["max_completion_length"],
         "fixed_length": options["fixed_length"],
+        "vllm": options.get("vllm"),
         "temperature": 1.0,
         "learning_rate": 1e-5,
         "beta": 0.0,
@@ -676,6 +694,7 @@ def _resolve_options(args: argparse.Namespace) -> dict[str, Any]:
         seed=args.seed,
         fixed_length=args.fixed_length,
         tokenizer=args.tokenizer,
+        vllm=args.vllm,
     )
     return options
 
@@ -714,6 +733,11 @@ def add_arguments(overhead: argparse.ArgumentParser) -> None:
         dest="fixed_length",
         action="store_false",
         help="let completions stop at EOS (default: min_new_tokens = max length, the same tokens for every trainer)",
+    )
+    overhead.add_argument(
+        "--vllm",
+        choices=("colocate",),
+        help="generate with a colocated vLLM engine (use_vllm=True); on CPU needs vllm-cpu, see README 'vLLM'",
     )
     overhead.add_argument("--output", help="write the JSON report here")
 

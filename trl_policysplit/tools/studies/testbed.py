@@ -40,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from ..optional import require
 from . import testbed_task as task
 from .common import REPO, finite_or_none, subprocess_env
 from .stats import FAILS, HOLDS, INCONCLUSIVE, mean_ci, paired, verdict_above, verdict_below, verdict_not_below
@@ -915,6 +916,7 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
         method_settings(method)  # unknown names fail before any run
     if options["num_generations"] % 2:
         raise ValueError("--num-generations must be even (Policy Split splits each group between its modes)")
+    require("matplotlib", "the testbed's report (its plot)")  # before minutes of training, not after
     options.update(
         output=args.output,
         cache_dir=args.cache_dir,

@@ -1,0 +1,164 @@
+"""The TRL and transformers private members this package relies on, checked once when it is imported.
+
+The trainers override or call private hooks of `GRPOTrainer` (and of transformers' `Trainer`); a TRL release may
+rename them or change their arguments, and a user would then see a `TypeError` from inside a hook at step 0. This
+module lists every such member with the parameters the trainers pass, and `check_private_surface` (run by
+`import trl_policysplit`) compares them with the installed versions: a mismatch is one `ImportError` that names the
+installed trl, the member, and the supported range.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.metadata import version
+
+from packaging.specifiers import SpecifierSet
+
+SUPPORTED_TRL_RANGE = ">=1.16.0,<1.17"  # setup.cfg declares the same; 1.16.0 is the only release in it
+SUPPORTED_TRL = SpecifierSet(SUPPORTED_TRL_RANGE)
+TESTED_TRL = "1.16.0"
+
+_GRPO = "trl.trainer.grpo_trainer.GRPOTrainer"
+_TRAINER = "transformers.trainer.Trainer"
+_VLLM = "trl.generation.vllm_generation.VLLMGeneration"
+
+# member -> the leading parameters the package passes (positionally or by these names); later ones must have defaults.
+PRIVATE_SURFACE: dict[str, tuple[str, ...]] = {
+    f"{_GRPO}._generate_and_score_completions": ("self", "inputs"),
+    f"{_GRPO}._generate_single_turn": (
+        "self",
+        "prompt_ids",
+        "images",
+        "multimodal_fields",
+        "num_generations",
+        "has_tool_images",
+    ),
+    f"{_GRPO}._calculate_rewards": ("self", "inputs", "prompts", "completions", "completion_ids_list"),
+    f"{_GRPO}._compute_loss": ("self", "model", "inputs"),
+    f"{_GRPO}._get_per_token_logps_and_entropies": (
+        "self",
+        "model",
+        "input_ids",
+        "attention_mask",
+        "logits_to_keep",
+        "batch_size",
+        "compute_entropy",
+    ),
+    f"{_GRPO}._tokenize_prompts": ("self", "prompts"),
+    f"{_TRAINER}._save": ("self", "output_dir", "state_dict"),
+    f"{_TRAINER}._save_optimizer_and_scheduler": ("self", "output_dir"),
+    f"{_TRAINER}._load_optimizer_and_scheduler": ("self", "checkpoint"),
+    # vllm_cpu.py: the CPU weight sync subclasses TRL's vLLM backend and replaces it while a trainer is built.
+    f"{_VLLM}._init_vllm": ("self",),
+    f"{_VLLM}.sync_weights": ("self",),
+    f"{_VLLM}._iter_named_params": ("self",),
+}
+# Class attributes read by the model card.
+PRIVATE_ATTRIBUTES: tuple[str, ...] = (
+    f"{_GRPO}._paper",
+    f"{_GRPO}._tag_names",
+    f"{_GRPO}._name",
+)
+# Replaced for the length of a `with` block by `swapped` (vllm_cpu.py's CPU weight sync); checked where vLLM is.
+SWAPPABLE: tuple[str, ...] = ("trl.trainer.grpo_trainer.VLLMGeneration", "trl.generation.vllm_generation.LLM")
+# Set by `GRPOTrainer.__init__` and read by the trainers: checked on the instance (`check_instance`).
+INSTANCE_ATTRIBUTES: tuple[str, ...] = ("_metrics", "_logs", "_tokenizer")
+
+
+def _resolve(path: str) -> object:
+    """The object at a dotted path: the longest importable module prefix, then attributes."""
+    parts = path.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        try:
+            target: object = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        for name in parts[split:]:
+            target = getattr(target, name)
+        return target
+    raise ImportError(path)
+
+
+def _mismatch(path: str, expected: tuple[str, ...]) -> str | None:
+    """Why the installed member differs from what the package relies on, or None."""
+    try:
+        member = _resolve(path)
+    except (ImportError, AttributeError):
+        return "it no longer exists"
+    parameters = list(inspect.signature(member).parameters.values())
+    names = [parameter.name for parameter in parameters]
+    if names[: len(expected)] != list(expected):
+        return f"it takes ({', '.join(names)}) where the package passes ({', '.join(expected)})"
+    named_kinds = (
+        inspect.Parameter.POSITIONAL_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    )
+    required = [p.name for p in parameters[len(expected) :] if p.default is p.empty and p.kind in named_kinds]
+    if required:
+        return f"it requires ({', '.join(required)}) that the package does not pass"
+    return None
+
+
+def surface_problems() -> list[str]:
+    """Every private member whose installed form differs from the one the package relies on."""
+    problems = [
+        f"{path}: {reason}"
+        for path, expected in PRIVATE_SURFACE.items()
+        if (reason := _mismatch(path, expected)) is not None
+    ]
+    swappable = [path for path in SWAPPABLE if not path.endswith(".LLM") or importlib.util.find_spec("vllm")]
+    for path in (*PRIVATE_ATTRIBUTES, *swappable):
+        try:
+            _resolve(path)
+        except (ImportError, AttributeError):
+            problems.append(f"{path}: it no longer exists")
+    return problems
+
+
+def _range_hint() -> str:
+    return (
+        f"trl-policysplit supports trl{SUPPORTED_TRL_RANGE} (tested with {TESTED_TRL}): "
+        f"pip install 'trl{SUPPORTED_TRL_RANGE}'"
+    )
+
+
+def check_private_surface() -> None:
+    """Raise one ImportError if the installed TRL lacks a member the trainers rely on; warn outside the range."""
+    installed = version("trl")
+    problems = surface_problems()
+    if problems:
+        raise ImportError(
+            f"trl {installed} changed {problems[0]}"
+            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+            + f"; {_range_hint()}."
+        )
+    if installed not in SUPPORTED_TRL:
+        warnings.warn(f"trl {installed} is outside the tested range; {_range_hint()}.", stacklevel=2)
+
+
+def check_instance(trainer: object) -> None:
+    """After `GRPOTrainer.__init__`: the instance attributes the trainers read exist."""
+    missing = [name for name in INSTANCE_ATTRIBUTES if not hasattr(trainer, name)]
+    if missing:
+        raise ImportError(f"trl {version('trl')}'s GRPOTrainer no longer sets {', '.join(missing)}; {_range_hint()}.")
+
+
+@contextmanager
+def swapped(path: str, value: object) -> Iterator[None]:
+    """Replace one of TRL's module attributes (`SWAPPABLE`) inside the block, and put the original back."""
+    if path not in SWAPPABLE:
+        raise ValueError(f"{path} is not one of the TRL attributes this package may swap: {', '.join(SWAPPABLE)}")
+    module_name, name = path.rsplit(".", 1)
+    module = importlib.import_module(module_name)
+    original = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
