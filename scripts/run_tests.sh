@@ -6,7 +6,7 @@ bash "$ROOT/scripts/setup_env.sh"
 cd "$ROOT"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 echo "[tests] ruff"
-.venv/bin/ruff check trl_policysplit tests scripts
+.venv/bin/ruff check trl_policysplit benchmarks tests scripts
 echo "[tests] pytest"
 status=0
 .venv/bin/python -m pytest -p no:cacheprovider "$@" || status=$?

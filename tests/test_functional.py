@@ -203,3 +203,14 @@ def test_mean_of_sequence_means_weighs_every_sequence_the_same_unlike_the_token_
 def test_mean_of_sequence_means_without_valid_tokens_is_nan():
     assert math.isnan(mean_of_sequence_means(torch.ones(2, 3), torch.zeros(2, 3)).item())
     assert math.isnan(mean_of_sequence_means(torch.ones(0, 3), torch.ones(0, 3)).item())
+
+
+def test_weighted_total_reward_counts_a_missing_reward_as_nothing_and_all_missing_as_nan() -> None:
+    from trl_policysplit.functional import weighted_total_reward
+
+    nan = float("nan")
+    rewards = torch.tensor([[1.0, 0.5], [nan, 2.0], [nan, nan], [0.0, 0.0]])
+    total = weighted_total_reward(rewards, torch.tensor([1.0, 0.25]))
+    assert total[:2].tolist() == [1.125, 0.5] and torch.isnan(total[2]) and total[3].item() == 0.0
+    # Any leading shape: (questions, samples, functions) as the evaluator holds them.
+    assert weighted_total_reward(rewards.reshape(2, 2, 2), [1.0, 0.25]).shape == (2, 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "trl_policysplit"
@@ -67,3 +68,22 @@ def test_no_import_circles():
 
     for name in sorted(edges):
         visit(name, [])
+
+
+def test_the_studies_are_not_in_the_wheel_and_the_package_does_not_import_them() -> None:
+    import configparser
+
+    from setuptools import find_packages
+
+    root = Path(__file__).resolve().parent.parent
+    config = configparser.ConfigParser()
+    config.read(root / "setup.cfg")
+    include = [line.strip() for line in config["options.packages.find"]["include"].splitlines() if line.strip()]
+    packages = find_packages(where=str(root), include=include)
+    assert "trl_policysplit.tools" in packages and not any(name.startswith("benchmarks") for name in packages)
+    importers = [
+        str(path.relative_to(root))
+        for path in (root / "trl_policysplit").rglob("*.py")
+        if re.search(r"^\s*(from|import) benchmarks\b", path.read_text(), re.M)
+    ]
+    assert importers == []

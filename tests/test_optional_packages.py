@@ -6,8 +6,8 @@ import importlib.util
 
 import pytest
 
+from benchmarks import benchmark
 from trl_policysplit.tools import optional
-from trl_policysplit.tools.studies import benchmark
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from trl_policysplit.tools.studies import stats, testbed
-from trl_policysplit.tools.studies import testbed_task as task
+from benchmarks import stats, testbed
+from benchmarks import testbed_task as task
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -1,6 +1,6 @@
 """Policy Split through TRL's vLLM generation path, at the vLLM client boundary: the main suite's fast checks.
 
-The real engine runs in tests/vllm (`bash scripts/run_vllm_tests.sh`, vLLM's CPU build here): every trainer trains
+The real engine runs in tests/real_vllm (`bash scripts/run_vllm_tests.sh`, vLLM's CPU build here): every trainer trains
 against a `trl vllm-serve` process and a colocated engine. These tests need no vLLM and take seconds, and they check
 what the real tier cannot see: which prompt each completion was sampled from. They replace only the vLLM server
 client (`VLLMGeneration.vllm_client`) and the colocated engine (`VLLMGeneration.llm`, plus vLLM's `SamplingParams`)

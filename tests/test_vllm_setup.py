@@ -99,8 +99,8 @@ def test_a_server_without_the_extension_names_the_flag_to_add() -> None:
 
 
 def test_the_real_engine_tier_is_collected_only_with_its_marker() -> None:
-    """`pytest` (the main suite) leaves tests/vllm out; `-m vllm tests/vllm` (scripts/run_vllm_tests.sh) collects
-    all of it, every test id naming its trainer and mode."""
+    """`pytest` (the main suite) leaves tests/real_vllm out; `-m vllm tests/real_vllm` (scripts/run_vllm_tests.sh)
+    collects all of it, every test id naming its trainer and mode."""
     import subprocess
     import sys
     from pathlib import Path
@@ -113,11 +113,20 @@ def test_the_real_engine_tier_is_collected_only_with_its_marker() -> None:
 
     main_suite = collect()
     assert main_suite.returncode == 0 and "tests/test_vllm_setup.py::" in main_suite.stdout
-    assert "tests/vllm/" not in main_suite.stdout
-    selected = collect("-m", "vllm", "tests/vllm")
+    assert "tests/real_vllm/" not in main_suite.stdout
+    selected = collect("-m", "vllm", "tests/real_vllm")
     assert selected.returncode == 0, selected.stdout + selected.stderr
     ids = [line for line in selected.stdout.splitlines() if "::" in line]
     for mode in ("server", "colocate"):
         for trainer in ("GRPOTrainer", "PolicySplitTrainer", "AsymGRPOTrainer", "DiPOTrainer"):
             assert f"test_{mode}_mode.py::test_trains[{trainer}-{mode}]" in "\n".join(ids)
         assert f"test_trains[PolicySplitTrainer+AsymGRPO+DiPO-{mode}]" in "\n".join(ids)
+
+
+def test_no_test_folder_passes_for_an_installed_vllm() -> None:
+    """tests/ is on sys.path: a folder there named like vLLM would be a namespace package `vllm`, which TRL takes for
+    an installed vLLM (and then fails on its version) wherever vLLM is not installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("vllm")
+    assert spec is None or spec.origin is not None, spec

@@ -28,7 +28,7 @@ def build_tiny_model(
 ) -> str:
     """Train a byte-level BPE on a toy corpus and save it with a 2-layer Qwen2 model; returns the directory.
 
-    The default head size (8) keeps the main suite fast; vLLM's CPU attention needs 32 or more (tests/vllm)."""
+    The default head size (8) keeps the main suite fast; vLLM's CPU attention needs 32 or more (tests/real_vllm)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     backend = Tokenizer(models.BPE())

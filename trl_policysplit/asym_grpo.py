@@ -1,27 +1,22 @@
-"""AsymGRPO (arXiv 2604.04894) and DiPO (arXiv 2604.13902) as drop-in `GRPOConfig`/`GRPOTrainer` replacements.
+"""AsymGRPO (arXiv 2604.04894) as a drop-in `GRPOConfig`/`GRPOTrainer` replacement.
 
-Both are [`AdvantageShapingTrainer`] with other config defaults: the shaping itself lives in one place and the
-same flags work on [`PolicySplitConfig`].
+An [`AdvantageShapingTrainer`] with other config defaults: the shaping itself lives in one place and the same flag
+works on [`PolicySplitConfig`]. DiPO's classes, built the same way, are in `dipo.py`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .shaping_config import AdvantageShapingConfig
+from .shaping_config import AdvantageShapingConfig, inherited_help
 from .shaping_trainer import AdvantageShapingTrainer
-
-
-def _help(name: str):
-    """The base field's help text, for a subclass that only changes its default."""
-    return AdvantageShapingConfig.__dataclass_fields__[name].metadata
 
 
 @dataclass
 class AsymGRPOConfig(AdvantageShapingConfig):
     """GRPOConfig for [`AsymGRPOTrainer`]: the asymmetric advantage rule is on (beta_pos 0.9, beta_neg 0.4)."""
 
-    asymmetric_advantages: bool = field(default=True, metadata=_help("asymmetric_advantages"))
+    asymmetric_advantages: bool = field(default=True, metadata=inherited_help("asymmetric_advantages"))
 
 
 class AsymGRPOTrainer(AdvantageShapingTrainer):
@@ -30,19 +25,3 @@ class AsymGRPOTrainer(AdvantageShapingTrainer):
     _tag_names = ["trl", "grpo", "asym-grpo"]
     _name = "AsymGRPO"
     _config_class = AsymGRPOConfig
-
-
-@dataclass
-class DiPOConfig(AdvantageShapingConfig):
-    """GRPOConfig for [`DiPOTrainer`]: GRPO advantages plus perplexity-based reward reallocation (ppl_alpha 0.1)."""
-
-    perplexity_reallocation: bool = field(default=True, metadata=_help("perplexity_reallocation"))
-
-
-class DiPOTrainer(AdvantageShapingTrainer):
-    """Drop-in replacement for `GRPOTrainer` with DiPO's perplexity-based reward reallocation; takes a
-    [`DiPOConfig`]."""
-
-    _tag_names = ["trl", "grpo", "dipo"]
-    _name = "DiPO"
-    _config_class = DiPOConfig

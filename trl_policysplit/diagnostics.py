@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
+from .functional import weighted_total_reward
+
 # Reasons the trainer warns about, once each.
 NON_BINARY = "non_binary"
 NO_VALID_SPLIT = "no_valid_split"
@@ -76,8 +78,7 @@ def dipo_warnings(
             "correct_reward_threshold to the reward that means success, or use 0/1 rewards."
         )
     if batches_without_split >= warn_after_batches:
-        total = (rewards_per_func * weights.to(rewards_per_func.device).unsqueeze(0)).nansum(dim=1)
-        total = total.masked_fill(torch.isnan(rewards_per_func).all(dim=1), float("nan"))
+        total = weighted_total_reward(rewards_per_func, weights)
         messages[NO_VALID_SPLIT] = (
             f"DiPO: no valid perplexity threshold for {batches_without_split} generation batches in a row, so nothing "
             f"was reallocated and the loss is GRPO's: {no_split_reason(total, threshold)}. Check "

@@ -256,6 +256,14 @@ def adapted_coefficient(
 _TRL_STD_EPS = 1e-4  # GRPOTrainer adds this to the group std before dividing
 
 
+def weighted_total_reward(rewards_per_func: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """TRL's total reward over the last dim, ``sum_f w_f r_f`` with a missing (NaN) reward counting as nothing; NaN
+    where every function left the completion unscored. ``(..., F)`` and ``(F,)`` -> ``(...)``."""
+    weights = torch.as_tensor(weights, dtype=rewards_per_func.dtype, device=rewards_per_func.device)
+    total = (rewards_per_func * weights).nansum(dim=-1)
+    return total.masked_fill(torch.isnan(rewards_per_func).all(dim=-1), float("nan"))
+
+
 def group_normalized_advantages(rewards: torch.Tensor, group_size: int, scale: bool = True) -> torch.Tensor:
     """GRPO's advantage as TRL computes it: ``(r - mean_g) / (std_g + 1e-4)`` with the unbiased, NaN-aware std.
 

@@ -192,3 +192,8 @@ class AdvantageShapingConfig(GRPOConfig):
                 "multi_objective_aggregation='normalize_then_sum' does not compute; set "
                 "multi_objective_aggregation='sum_then_normalize'."
             )
+
+
+def inherited_help(name: str) -> dict:
+    """The base field's help text, for a subclass that only changes its default."""
+    return AdvantageShapingConfig.__dataclass_fields__[name].metadata

@@ -34,6 +34,7 @@ from .functional import (
     sequence_perplexity,
     token_covariance,
     uniform_reward_groups,
+    weighted_total_reward,
 )
 from .model_card import add_card_sections, card_identity, methods_section, used_methods
 from .sampling import SampledTokenLogps
@@ -233,9 +234,7 @@ class AdvantageShapingTrainer(GRPOTrainer):
 
     def _total_rewards(self) -> torch.Tensor:
         """Weighted reward of every generated completion of all processes; NaN where nothing scored it."""
-        per_func = self._rewards_per_func
-        total = (per_func * self.reward_weights.to(per_func.device).unsqueeze(0)).nansum(dim=1)
-        return total.masked_fill(torch.isnan(per_func).all(dim=1), float("nan"))
+        return weighted_total_reward(self._rewards_per_func, self.reward_weights)
 
     def _shape_advantages(
         self, output: dict[str, Any], mode: str, group_size: int, logps: torch.Tensor | None = None

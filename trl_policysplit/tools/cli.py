@@ -25,7 +25,8 @@ from datasets import Dataset, Value
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
-from ..asym_grpo import AsymGRPOConfig, AsymGRPOTrainer, DiPOConfig, DiPOTrainer
+from ..asym_grpo import AsymGRPOConfig, AsymGRPOTrainer
+from ..dipo import DiPOConfig, DiPOTrainer
 from ..policy_split_config import PolicySplitConfig
 from ..policy_split_trainer import PolicySplitTrainer
 from ..shaping_config import AdvantageShapingConfig
@@ -347,13 +348,20 @@ class MetricsFileCallback(TrainerCallback):
         if not state.is_world_process_zero or not logs:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        row = {"step": state.global_step, **{key: _json_value(value) for key, value in logs.items()}}
+        row = {"step": state.global_step, **finite_or_none(dict(logs))}
         with self.path.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
 
 
-def _json_value(value: Any) -> Any:
-    return None if isinstance(value, float) and not math.isfinite(value) else value
+def finite_or_none(value: Any) -> Any:
+    """The value with NaN and infinities as null, through dicts, lists and tuples: strict JSON for every report."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_none(item) for item in value]
+    return value
 
 
 def _first_line(error: BaseException) -> str:

@@ -38,9 +38,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from ..functional import weighted_total_reward
 from ..modes import (
     DEFAULT_HIGH_ENTROPY_PROMPT,
     HIGH_ENTROPY,
@@ -55,6 +57,7 @@ from .cli import (
     CLIError,
     ScriptArguments,
     build_reward_funcs,
+    finite_or_none,
     load_model_and_tokenizer,
     load_split,
     needs_answer,
@@ -116,9 +119,7 @@ def total_rewards(rewards: Any, weights: Sequence[float] | None = None) -> np.nd
     if rewards.ndim != 3:
         raise ValueError(f"rewards must have shape (questions, samples[, functions]), got {rewards.shape}")
     weights = np.ones(rewards.shape[-1]) if weights is None else np.asarray(weights, dtype=float)
-    totals = np.nansum(rewards * weights, axis=-1)
-    totals[np.isnan(rewards).all(axis=-1)] = np.nan
-    return totals
+    return weighted_total_reward(torch.from_numpy(rewards), torch.from_numpy(weights)).numpy()
 
 
 def compute_mode_metrics(
@@ -621,16 +622,6 @@ def format_table(metrics: dict[str, dict[str, float]], averaging: dict[str, str]
     return "\n".join(lines)
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(item) for item in value]
-    return value
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Evaluate as the command line asks, write the JSON and return it."""
     from trl import ModelConfig
@@ -710,7 +701,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "averaging": averaging,
         **results,
     }
-    report = _json_safe(report)
+    report = finite_or_none(report)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     Path(output).write_text(json.dumps(report, indent=1) + "\n")
     print(format_table(results["metrics"], averaging))

@@ -40,7 +40,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..optional import require
+from trl_policysplit.tools.optional import require
+
 from . import testbed_task as task
 from .common import REPO, finite_or_none, subprocess_env
 from .stats import FAILS, HOLDS, INCONCLUSIVE, mean_ci, paired, verdict_above, verdict_below, verdict_not_below
@@ -171,7 +172,7 @@ TRAIN_KEYS = (
 
 
 def _trainer_classes(kind: str):
-    from ... import (
+    from trl_policysplit import (
         AdvantageShapingConfig,
         AdvantageShapingTrainer,
         AsymGRPOConfig,
@@ -275,7 +276,7 @@ def evaluate(model: Any, tokenizer: Any, prompts: Sequence[tuple[int, int]], num
     """Held-out metrics per mode, and the inter-mode KL both ways (paper's averaging)."""
     import torch
 
-    from ..evaluation import pass_at_k
+    from trl_policysplit.tools.evaluation import pass_at_k
 
     texts = {"normal": [task.prompt_text(t, f) for t, f in prompts]}
     texts["high_entropy"] = [f"{task.INSTRUCTION}\n\n{p}" for p in texts["normal"]]
@@ -804,7 +805,7 @@ def _run_in_subprocess(spec: Mapping[str, Any], path: Path, log_dir: Path) -> di
     command = [
         sys.executable,
         "-m",
-        "trl_policysplit.tools.studies.testbed",
+        "benchmarks.testbed",
         "_run",
         json.dumps(dict(spec)),
         str(path),

@@ -40,8 +40,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..optional import require
-from ..plotting import load_log_history, series
+from trl_policysplit.tools.optional import require
+from trl_policysplit.tools.plotting import load_log_history, series
+
 from . import testbed
 from .common import REPO, REWARD_FUNCS, REWARD_WEIGHTS, device_description, finite_or_none, subprocess_env
 

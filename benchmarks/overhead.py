@@ -470,8 +470,8 @@ def run_worker(name: str, settings: Mapping[str, Any], result_path: str) -> None
     import torch
     from trl import ModelConfig
 
-    from ...vllm_cpu import cpu_weight_sync
-    from .. import cli
+    from trl_policysplit.tools import cli
+    from trl_policysplit.vllm_cpu import cpu_weight_sync
 
     if settings["device"] == "cpu" and settings.get("threads"):
         torch.set_num_threads(settings["threads"])
@@ -577,7 +577,7 @@ def _run_subprocess(name: str, settings: Mapping[str, Any], workdir: Path, index
     command = [
         sys.executable,
         "-m",
-        "trl_policysplit.tools.studies.overhead",
+        "benchmarks.overhead",
         "_worker",
         name,
         json.dumps(settings),
@@ -598,8 +598,9 @@ def run_overhead(options: Mapping[str, Any], log: Callable[[str], None] = print)
     """Run the interleaved benchmark and return the report (see the module docstring for its fields)."""
     import torch
 
-    from ..cli import resolve_model
-    from ..smollm2 import default_cache_dir
+    from trl_policysplit.tools.cli import resolve_model
+    from trl_policysplit.tools.smollm2 import default_cache_dir
+
     from .random_model import build_random_model, is_random_model
 
     if options["num_generations"] % 2:
@@ -754,7 +755,7 @@ def describe() -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..cli import CLIError
+    from trl_policysplit.tools.cli import CLIError
 
     try:
         report = run_overhead(_resolve_options(args))

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 from pathlib import Path
-from typing import Any
 
-REPO = Path(__file__).resolve().parents[3]  # the repository: recipes/ and scripts/ live here
+from trl_policysplit.tools.cli import finite_or_none  # noqa: F401  (re-exported: the studies' reports)
+
+REPO = Path(__file__).resolve().parent.parent  # this folder lives in the repository, next to recipes/ and scripts/
 REWARD_FUNCS = ["arithmetic", "format"]
 REWARD_WEIGHTS = [1.0, 0.25]  # the demo recipe's
 
@@ -22,17 +22,6 @@ def device_description(device: str, threads: int | None) -> str:
         f"cpu: {platform.machine()}, {os.cpu_count()} cores, {threads or torch.get_num_threads()} torch threads "
         f"per run (torch {torch.__version__})"
     )
-
-
-def finite_or_none(value: Any) -> Any:
-    """The report with NaN and infinities as null, so that the file is strict JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: finite_or_none(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite_or_none(item) for item in value]
-    return value
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

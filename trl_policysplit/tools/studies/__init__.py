@@ -1,2 +1,0 @@
-"""Studies of the trainers, run by `scripts/benchmark.py`: the overhead benchmark against GRPOTrainer
-(`overhead`), the CPU exploration testbed (`testbed`) and the real-model learning study (`learning`)."""
