@@ -40,17 +40,25 @@ def t_quantile(df: int) -> float:
     return _T975[max(known)] if df <= 30 else 1.96
 
 
-def mean_ci(values: Sequence[float | None]) -> dict[str, Any]:
-    """Mean and 95 % CI over the finite values; one value gives an unbounded interval (no spread is known)."""
+def mean_ci(values: Sequence[float | None], bounds: tuple[float, float] | None = None) -> dict[str, Any]:
+    """Mean and 95 % CI (Student t) over the finite values; one value gives an unbounded interval (no spread is
+    known). ``bounds``: the quantity's range (a probability's [0, 1], a count's [0, inf)); the interval is clipped
+    to it, and ``clipped`` says whether it had to be."""
     finite = [float(v) for v in values if v is not None and math.isfinite(v)]
     n = len(finite)
     if n == 0:
         return {"mean": None, "ci_low": None, "ci_high": None, "n": 0}
     mean = statistics.fmean(finite)
     if n == 1:
-        return {"mean": mean, "ci_low": -math.inf, "ci_high": math.inf, "n": 1}
-    half = t_quantile(n - 1) * statistics.stdev(finite) / math.sqrt(n)
-    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}
+        low, high = -math.inf, math.inf
+    else:
+        half = t_quantile(n - 1) * statistics.stdev(finite) / math.sqrt(n)
+        low, high = mean - half, mean + half
+    if bounds is None:
+        return {"mean": mean, "ci_low": low, "ci_high": high, "n": n}
+    clipped_low, clipped_high = max(low, bounds[0]), min(high, bounds[1])
+    clipped = (clipped_low, clipped_high) != (low, high)
+    return {"mean": mean, "ci_low": clipped_low, "ci_high": clipped_high, "n": n, "clipped": clipped}
 
 
 def paired(values: dict[int, float | None], baseline: dict[int, float | None]) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import math
 import os
@@ -401,8 +402,21 @@ def aggregate(
     summary: dict[str, Any] = {}
     for method, by_seed in per_method.items():
         names = sorted({name for values in by_seed.values() for name in values})
-        summary[method] = {name: mean_ci([by_seed[s].get(name) for s in sorted(by_seed)]) for name in names}
+        summary[method] = {
+            name: mean_ci([by_seed[s].get(name) for s in sorted(by_seed)], metric_range(name)) for name in names
+        }
     return {"per_seed": per_method, "methods": summary}
+
+
+def metric_range(name: str) -> tuple[float, float] | None:
+    """The range of a per-run metric, to bound its interval: probabilities in [0, 1], counts and entropies >= 0;
+    KL estimates and ratios stay unbounded."""
+    leaf = name.rsplit("/", 1)[-1]
+    if leaf.startswith(("pass@", "frac_")):
+        return (0.0, 1.0)
+    if leaf in ("distinct_correct", "entropy") or leaf.endswith("entropy_last"):
+        return (0.0, math.inf)
+    return None
 
 
 def _by_seed(aggregated: Mapping[str, Any], method: str, metric: str) -> dict[int, float | None]:
@@ -637,7 +651,8 @@ def format_markdown(report: Mapping[str, Any]) -> str:
         f"{report.get('eval_split') or 'test'} prompts x "
         f"{config['eval_samples']} samples per mode. {report['machine']}; this call ran {report['runs_executed']} "
         f"runs in {report['wall_s']:.0f} s; all runs' wall times add up to {report['runs_wall_s_total']:.0f} s. "
-        "Mean [95 % CI] over seeds; pass@k unbiased; entropies token-weighted; KL per sequence then over sequences "
+        "Mean [95 % CI] over seeds (Student t; clipped to the range of probabilities, [0, 1], and of counts and "
+        "entropies, >= 0); pass@k unbiased; entropies token-weighted; KL per sequence then over sequences "
         "(the paper's averaging); `none`/`0-var`: share of training groups solved by none / with equal rewards.",
         "",
         "| method | " + " | ".join(label for _, label in TABLE_METRICS) + " |",
@@ -849,11 +864,20 @@ def run_testbed(options: Mapping[str, Any], log: Callable[[str], None] = print) 
     if len(pending) < len(jobs):
         log(f"[testbed] {len(jobs) - len(pending)} finished runs found in {runs_dir}: skipped")
 
+    finished = itertools.count(1)
+
     def work(item):
         spec, path = item
         result = _run_in_subprocess(spec, path, log_dir)
-        log(f"[testbed] {path.stem}: {result['wall_s']:.0f} s")
+        log(f"[testbed] {next(finished)}/{len(pending)} done: {path.stem}, {result['wall_s']:.0f} s")
         return result
+
+    if pending:
+        warm = sum(spec["method"] == "untrained" for spec, _ in pending)
+        log(
+            f"[testbed] {len(pending)} runs to go, {options['jobs']} at a time; first the {warm} warm starts (each "
+            "builds its seed's model: minutes before the first run ends)"
+        )
 
     untrained = [item for item in pending if item[0]["method"] == "untrained"]
     trained = [item for item in pending if item[0]["method"] != "untrained"]

@@ -10,7 +10,11 @@ Exits with status 2 and a one-line message on a mistake in the command or the da
 
 import sys
 
-from trl_policysplit.tools.evaluation import main
+from _environment import require_package
+
+require_package("evaluate.py")
+
+from trl_policysplit.tools.evaluation import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

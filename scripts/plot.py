@@ -13,8 +13,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from trl_policysplit.tools.optional import MissingOptionalPackage
-from trl_policysplit.tools.plotting import SMOOTHING, plot_run
+from _environment import require_package
+
+require_package("plot.py")
+
+from trl_policysplit.tools.optional import MissingOptionalPackage  # noqa: E402
+from trl_policysplit.tools.plotting import SMOOTHING, plot_run  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

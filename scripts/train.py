@@ -5,7 +5,11 @@ python scripts/train.py --config recipes/demo/smollm2_arithmetic_cpu.yaml
 
 import sys
 
-from trl_policysplit.tools.cli import main
+from _environment import require_package
+
+require_package("train.py")
+
+from trl_policysplit.tools.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

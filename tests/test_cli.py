@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -349,3 +350,51 @@ def test_help_shows_our_options_first_and_trl_options_behind_help_all(capsys):
     full = capsys.readouterr().out
     assert "--adam_beta1" in full and "--eta_high" in full and "--config RECIPE.yaml" in full
     assert len(full.splitlines()) > 4 * len(short.splitlines())
+
+
+@pytest.mark.parametrize("disable_tqdm", [False, True])
+def test_training_prints_one_short_line_per_step_not_the_metrics_dict(tiny_model_dir, tmp_path, disable_tqdm):
+    output = tmp_path / "run"
+    arguments = ["--config", str(DEMO), "--model_name_or_path", tiny_model_dir, "--output_dir", str(output), *TINY]
+    completed = run_cli(*arguments, "--disable_tqdm", str(disable_tqdm).lower())
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    printed = completed.stdout + completed.stderr
+    assert "completions/mean_length" not in printed and "'loss'" not in printed  # no dict of every metric
+    steps = [line for line in re.split(r"[\r\n]", printed) if re.match(r"step \d+: loss ", line)]
+    assert [line.split(":")[0] for line in steps] == ["step 1", "step 2"]
+    assert all(len(line) < 160 and "normal reward" in line for line in steps)
+    rows = [json.loads(line) for line in (output / METRICS_FILE).read_text().splitlines()]
+    assert any("completions/mean_length" in row for row in rows)  # the full metrics are still in the file
+
+
+def test_without_a_model_training_stops_with_the_choices(tmp_path, capsys):
+    assert main(["--output_dir", str(tmp_path / "x")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error[-1].startswith("trl-policysplit: error: no model given: pass --model_name_or_path with a hub id")
+    assert "a local directory" in error[-1] and "smollm2-135m-instruct" in error[-1]
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "real_error"),
+    [
+        (["--model_name_or_path", "./nope"], "./nope"),
+        (["--trainer", "asym_grpo", "--eta_high", "0.3"], "--eta_high"),
+    ],
+)
+def test_on_a_cpu_machine_the_real_mistake_shows_not_bf16(tmp_path, arguments, real_error):
+    """No recipe, no --use_cpu: the command picks CPU and float32 itself, so the user's own mistake is what shows."""
+    completed = run_cli(*arguments, "--output_dir", str(tmp_path / "o"))
+    assert completed.returncode == 2
+    lines = [line for line in completed.stderr.splitlines() if line.strip()]
+    assert "[trl-policysplit] no GPU found: training on CPU in float32 (use_cpu=True, bf16=False)" in lines
+    error = lines[-1]
+    assert error.startswith("trl-policysplit: error:") and real_error in error and "bf16" not in error
+
+
+def test_cpu_defaults_leave_explicit_precision_and_recipes_alone(tmp_path):
+    from trl_policysplit.tools.cli import _with_cpu_defaults
+
+    assert _with_cpu_defaults(["--bf16", "true"]) == ["--bf16", "true"]
+    assert _with_cpu_defaults(["--config", str(DEMO)]) == ["--config", str(DEMO)]  # the demo sets use_cpu
+    assert _with_cpu_defaults(["--output_dir", "o"])[-4:] == ["--use_cpu", "true", "--bf16", "false"]

@@ -209,3 +209,53 @@ def test_a_checkpoint_writes_the_card(tiny_model_dir, tmp_path):
         card = file.read()
     assert cited(card) == {POLICY_SPLIT, DIPO, GRPO}
     assert DEFAULT_HIGH_ENTROPY_PROMPT in card
+
+
+def test_no_placeholder_is_left_and_a_local_copy_names_its_hub_model(tiny_model_dir, tmp_path):
+    """A local model directory whose own card names `base_model` (as the built-in SmolLM2 copy's does) gives the
+    trained model's card that base model; the model's name defaults to the output directory's."""
+    import shutil
+
+    local = tmp_path / "local-copy"
+    shutil.copytree(tiny_model_dir, local)
+    (local / "README.md").write_text("---\nbase_model: HuggingFaceTB/SmolLM2-135M-Instruct\n---\n\nA copy.\n")
+    trainer = build(PolicySplitTrainer, PolicySplitConfig, str(local), tmp_path)
+    trainer.create_model_card()
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "None" not in card.replace("NoneType", "")
+    assert "# Model Card for out" in card and 'model="out"' in card
+    link = "[HuggingFaceTB/SmolLM2-135M-Instruct](https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct)"
+    assert f"fine-tuned version of {link}" in card
+    assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card.split("---")[1]
+
+
+@pytest.mark.parametrize("flags", [{}, {"asymmetric_advantages": True}])
+def test_a_local_model_without_a_card_is_named_by_its_path_not_none(tiny_model_dir, tmp_path, flags):
+    trainer = build(AdvantageShapingTrainer, AdvantageShapingConfig, tiny_model_dir, tmp_path, **flags)
+    card = model_card(trainer)
+    assert "[None]" not in card and "huggingface.co/None" not in card and 'model="None"' not in card
+    assert f"fine-tuned version of a local model (`{tiny_model_dir}`)" in card
+
+
+def test_the_cli_describes_the_built_in_task_instead_of_linking_the_hub(tiny_model_dir, tmp_path):
+    from trl_policysplit.tools.cli import main
+
+    recipe = os.path.join(os.path.dirname(__file__), "..", "recipes", "demo", "smollm2_arithmetic_cpu.yaml")
+    output = tmp_path / "run"
+    arguments = ["--config", recipe, "--model_name_or_path", tiny_model_dir, "--output_dir", str(output)]
+    assert main([*arguments, "--max_completion_length", "8", "--max_steps", "1"]) == 0
+    card = (output / "README.md").read_text()
+    assert "huggingface.co/datasets/arithmetic" not in card
+    assert "## Training data\n\nThe built-in arithmetic task of trl-policysplit (not on the hub): level 1" in card
+    assert "# Model Card for run" in card
+
+
+def test_the_built_in_smollm2_copy_carries_a_card_naming_its_hub_model(tmp_path):
+    from trl_policysplit.model_card import local_base_model
+    from trl_policysplit.tools import smollm2
+
+    smollm2._write_card(tmp_path)
+    assert local_base_model(str(tmp_path)) == smollm2.SMOLLM2_HUB_ID == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    (tmp_path / "README.md").write_text("kept\n")
+    smollm2._write_card(tmp_path)  # an existing card is never overwritten
+    assert (tmp_path / "README.md").read_text() == "kept\n" and local_base_model(str(tmp_path)) is None

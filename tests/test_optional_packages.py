@@ -26,12 +26,14 @@ def test_a_study_without_matplotlib_stops_at_once_naming_the_extra(without_matpl
     assert "needs matplotlib, which is not installed: pip install 'trl-policysplit[demo]'" in error
 
 
-def test_plot_script_without_matplotlib_is_one_line(without_matplotlib, tmp_path, capsys) -> None:
+def test_plot_script_without_matplotlib_is_one_line(without_matplotlib, tmp_path, capsys, monkeypatch) -> None:
     import runpy
     from pathlib import Path
 
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n')
-    script = runpy.run_path(str(Path(__file__).resolve().parent.parent / "scripts" / "plot.py"))
+    scripts = Path(__file__).resolve().parent.parent / "scripts"
+    monkeypatch.syspath_prepend(str(scripts))  # as `python scripts/plot.py` has it
+    script = runpy.run_path(str(scripts / "plot.py"))
     assert script["main"]([str(tmp_path)]) == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("plot.py: error: plotting a run needs matplotlib") and "\n" not in error

@@ -26,6 +26,17 @@ def test_mean_ci_is_the_student_t_interval():
     assert ci["ci_high"] == pytest.approx(2.0 + 4.303 / math.sqrt(3))
     assert stats.mean_ci([5.0, None, math.nan])["ci_low"] == -math.inf  # one value: no spread known
     assert stats.mean_ci([])["mean"] is None
+
+
+def test_intervals_of_probabilities_and_counts_are_clipped_to_their_range():
+    # Two seeds, pass@1 0.0 and 0.2: the t interval is 0.1 +- 12.706 * 0.1414 / sqrt(2) = [-1.17, 1.37].
+    ci = stats.mean_ci([0.0, 0.2], bounds=(0.0, 1.0))
+    assert ci["mean"] == pytest.approx(0.1) and (ci["ci_low"], ci["ci_high"]) == (0.0, 1.0) and ci["clipped"]
+    assert stats.mean_ci([0.4, 0.5, 0.6], bounds=(0.0, 1.0))["clipped"] is False
+    assert stats.mean_ci([3.0], bounds=(0.0, math.inf))["ci_low"] == 0.0  # one seed: the range itself
+    assert testbed.metric_range("normal/pass@4") == (0.0, 1.0) and testbed.metric_range("train/frac_reward_zero_std")
+    assert testbed.metric_range("high_entropy/distinct_correct") == (0.0, math.inf)
+    assert testbed.metric_range("kl_normal_to_high_entropy") is None and testbed.metric_range("entropy_ratio") is None
     assert stats.t_quantile(11) == 2.228  # between table entries: the smaller df's (wider) quantile
 
 
@@ -251,15 +262,25 @@ def test_quick_testbed_writes_a_report_of_the_promised_shape(tmp_path):
     ]
     completed = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=900)
     assert completed.returncode == 0, completed.stderr[-3000:]
+    quick = testbed.QUICK
+    total = (len(quick["methods"]) + 1) * quick["seeds"]  # every method and the warm start, per seed
+    progress = completed.stdout.splitlines()
+    done = [i for i, line in enumerate(progress) if " done: " in line]
+    announced = [i for i, line in enumerate(progress) if line.startswith(f"[testbed] {total} runs to go")]
+    assert announced and done and announced[0] < done[0] and "warm starts" in progress[announced[0]]  # said first
+    counts = sorted(int(progress[i].split("/")[0].rsplit(" ", 1)[1]) for i in done)
+    assert counts == list(range(1, total + 1)) and all(f"/{total} done: " in progress[i] for i in done)
     report = json.loads((output / "testbed.json").read_text())
     assert set(report) >= {"config", "runs", "methods", "claims", "paired_against_grpo"}
-    quick = testbed.QUICK
     assert report["config"]["seeds"] == quick["seeds"] and report["config"]["steps"] == quick["steps"]
     trained = [run for run in report["runs"] if run["method"] != "untrained"]
     assert len(trained) == len(quick["methods"]) * quick["seeds"]
     assert {run["method"] for run in trained} == set(quick["methods"])
     for run in report["runs"]:
         assert {"method", "seed", "steps", "wall_s"} <= set(run)
+    for method in quick["methods"]:  # probabilities' intervals inside [0, 1]
+        entry = report["methods"][method]["normal/pass@1"]
+        assert 0.0 <= entry["ci_low"] <= entry["mean"] <= entry["ci_high"] <= 1.0
     for method in quick["methods"]:
         for metric in ("normal/pass@1", "normal/pass@16", "high_entropy/entropy", "kl_high_entropy_to_normal"):
             entry = report["methods"][method][metric]

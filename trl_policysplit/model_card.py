@@ -195,3 +195,40 @@ def add_card_sections(output_dir: str, sections: list[str]) -> None:
         text = f"{text.rstrip()}\n\n{text_sections}\n"
     with open(path, "w", encoding="utf-8", newline="") as file:
         file.write(text)
+
+
+def local_base_model(path: str) -> str | None:
+    """The hub id a local model directory's own card names as ``base_model`` (its README.md front matter)."""
+    try:
+        with open(os.path.join(path, "README.md"), encoding="utf-8") as file:
+            text = file.read()
+    except OSError:
+        return None
+    if not text.startswith("---"):
+        return None
+    front = text.split("---", 2)[1]
+    for line in front.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "base_model" and value.strip():
+            return value.strip().strip("'\"")
+    return None
+
+
+def fill_card_placeholders(text: str, model_name: str, base_model: str | None, local_model: str | None) -> str:
+    """TRL's card with what it leaves as "None" filled in: the model's name, the base model (from the local copy's
+    own card, else the local path, unlinked) and the `pipeline` example's model (the output directory)."""
+    text = text.replace("# Model Card for None", f"# Model Card for {model_name}")
+    if base_model is not None:
+        base = f"[{base_model}](https://huggingface.co/{base_model})"
+    else:
+        base = f"a local model (`{local_model}`)" if local_model else "a local model"
+    text = text.replace("fine-tuned version of [None](https://huggingface.co/None)", f"fine-tuned version of {base}")
+    text = text.replace('model="None"', f'model="{model_name}"')
+    if base_model is not None and text.startswith("---\n") and "\nbase_model:" not in text.split("\n---", 1)[0]:
+        text = f"---\nbase_model: {base_model}\n" + text[4:]
+    return text
+
+
+def describe_dataset(output_dir: str, description: str) -> None:
+    """Say what the training data was when it is not a hub dataset (TRL's card would link one that does not exist)."""
+    add_card_sections(output_dir, [f"## Training data\n\n{description}"])

@@ -36,7 +36,14 @@ from .functional import (
     uniform_reward_groups,
     weighted_total_reward,
 )
-from .model_card import add_card_sections, card_identity, methods_section, used_methods
+from .model_card import (
+    add_card_sections,
+    card_identity,
+    fill_card_placeholders,
+    local_base_model,
+    methods_section,
+    used_methods,
+)
 from .sampling import SampledTokenLogps
 from .saving import retie_shared_weights
 from .shaping_config import AdvantageShapingConfig
@@ -450,11 +457,11 @@ class AdvantageShapingTrainer(GRPOTrainer):
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):
         """TRL's model card, naming and citing the methods the run used (GRPO's citation stays: they build on it),
-        with a "Training methods" section (paper and settings of each) and the trainer's `_card_sections`."""
+        with a "Training methods" section (paper and settings of each) and the trainer's `_card_sections`; what TRL
+        leaves as "None" (model name, a local base model) is filled in."""
+        model_name = model_name or os.path.basename(os.path.normpath(self.args.output_dir))
         methods = self._card_methods()
-        if not methods:  # GRPO itself: TRL's card as it is
-            return super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
-        card = card_identity(methods, self._tag_names)
+        card = card_identity(methods, self._tag_names) if methods else {}  # none: GRPO itself, TRL's identity
         # TRL reads these class attributes; shadow them on the instance for this one call.
         shadowed = {name: self.__dict__[name] for name in card if name in self.__dict__}
         self.__dict__.update(card)
@@ -464,7 +471,17 @@ class AdvantageShapingTrainer(GRPOTrainer):
             for name in card:
                 del self.__dict__[name]
             self.__dict__.update(shadowed)
-        if self.is_world_process_zero():
+        if not self.is_world_process_zero():
+            return
+        path = os.path.join(self.args.output_dir, "README.md")
+        source = self.model.config._name_or_path
+        local = source if source and os.path.isdir(source) else None
+        with open(path, encoding="utf-8", newline="") as file:
+            text = file.read()
+        text = fill_card_placeholders(text, model_name, local_base_model(local) if local else None, local)
+        with open(path, "w", encoding="utf-8", newline="") as file:
+            file.write(text)
+        if methods:
             sections = [methods_section(type(self).__name__, self.args, methods), *self._card_sections()]
             add_card_sections(self.args.output_dir, sections)
 

@@ -23,10 +23,12 @@ from typing import Any
 
 from datasets import Dataset, Value
 from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
 from ..asym_grpo import AsymGRPOConfig, AsymGRPOTrainer
 from ..dipo import DiPOConfig, DiPOTrainer
+from ..model_card import describe_dataset
 from ..policy_split_config import PolicySplitConfig
 from ..policy_split_trainer import PolicySplitTrainer
 from ..shaping_config import AdvantageShapingConfig
@@ -331,6 +333,42 @@ def needs_answer(reward_names: Sequence[str]) -> bool:
     return any(name in _NEEDS_ANSWER for name in reward_names)
 
 
+# What the command prints per logged step (the full metrics go to the metrics file and to `report_to`).
+PROGRESS_KEYS = {
+    "loss": "loss",
+    "reward": "reward",
+    "policy_split/normal/reward": "normal reward",
+    "policy_split/high_entropy/reward": "high-entropy reward",
+    "entropy": "entropy",
+}
+
+
+def progress_line(step: int, logs: dict[str, Any]) -> str | None:
+    """One short line for a training log entry, or None for entries without any of `PROGRESS_KEYS`."""
+    parts = [f"{label} {logs[key]:.4g}" for key, label in PROGRESS_KEYS.items() if isinstance(logs.get(key), float)]
+    return f"step {step}: " + ", ".join(parts) if parts else None
+
+
+class CompactProgressCallback(ProgressCallback):
+    """transformers' progress bar, writing one short line per logged step instead of the whole metrics dict."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and self.training_bar is not None and logs:
+            line = progress_line(state.global_step, logs)
+            if line is not None:
+                self.training_bar.write(line)
+
+
+class CompactPrinterCallback(PrinterCallback):
+    """With `disable_tqdm`: the same short line, printed."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_local_process_zero and logs:
+            line = progress_line(state.global_step, logs)
+            if line is not None:
+                print(line)
+
+
 class MetricsFileCallback(TrainerCallback):
     """Append every log event as one JSON line (NaN as null), from the main process only.
 
@@ -397,6 +435,36 @@ def _normalized(argv: Sequence[str]) -> list[str]:
     return args
 
 
+PRECISION_FLAGS = ("use_cpu", "bf16", "fp16")
+
+
+def accelerator_available() -> bool:
+    import torch
+
+    return (
+        torch.cuda.is_available()
+        or (hasattr(torch, "xpu") and torch.xpu.is_available())
+        or (torch.backends.mps.is_available())
+    )
+
+
+def _with_cpu_defaults(args: list[str]) -> list[str]:
+    """Without any accelerator, and with none of use_cpu/bf16/fp16 set by the command or the recipe, train on CPU
+    in float32 (saying so), as TrainingArguments' bf16 default would otherwise stop before any real mistake shows."""
+    if "-h" in args or "--help" in args or HELP_ALL in args or accelerator_available():
+        return args
+    given = {item.lstrip("-").split("=", 1)[0].replace("-", "_") for item in args if item.startswith("--")}
+    if "config" in given:
+        import yaml
+
+        with open(args[args.index("--config") + 1]) as handle:
+            given |= set(yaml.safe_load(handle))
+    if given & set(PRECISION_FLAGS):
+        return args
+    print("[trl-policysplit] no GPU found: training on CPU in float32 (use_cpu=True, bf16=False)", file=sys.stderr)
+    return [*args, "--use_cpu", "true", "--bf16", "false"]
+
+
 def _yaml_problem(error: Exception) -> str:
     """PyYAML's problem with its line and column (1-based), e.g. "mapping values are not allowed here at line 2,
     column 9", which its first line alone leaves out."""
@@ -432,7 +500,7 @@ def parse_arguments(argv: Sequence[str] | None = None) -> tuple[ScriptArguments,
     ``--help`` prints this package's options first and TRL's most used ones (`help_text`), ``--help-all`` every
     option; both exit.
     """
-    argv = _normalized(sys.argv[1:] if argv is None else argv)
+    argv = _with_cpu_defaults(_normalized(sys.argv[1:] if argv is None else argv))
     trainer = _requested_trainer(argv)
     config_class, _ = TRAINERS[trainer]
     # No abbreviations: a misspelled flag must be an error, not silently another field.
@@ -568,8 +636,23 @@ def _placeholder(action: Any) -> str:
     return {"string_to_bool": "bool", "str": "text"}.get(kind, kind).upper()
 
 
+def dataset_description(script_args: ScriptArguments) -> str:
+    """The training data in a sentence, for a model card, when it is not a hub dataset."""
+    if script_args.dataset_name in BUILTIN_DATASETS:
+        return (
+            f"The built-in arithmetic task of trl-policysplit (not on the hub): level {script_args.arithmetic_level}, "
+            f"{script_args.arithmetic_num_train} training questions, dataset seed {script_args.dataset_seed}."
+        )
+    return f"A local file, `{os.path.basename(script_args.dataset_name)}` (not on the hub)."
+
+
 def train(script_args: ScriptArguments, training_args: GRPOConfig, model_args: ModelConfig) -> GRPOTrainer:
     """Build the trainer from parsed arguments, train, save the model and where the run came from."""
+    if not model_args.model_name_or_path:  # as TRL's scripts: no silent default model for a long run
+        raise CLIError(
+            "no model given: pass --model_name_or_path with a hub id (e.g. Qwen/Qwen3-1.7B), a local directory, or "
+            f"the built-in {BUILTIN_MODELS[0]} (or a recipe that names one: --config recipes/demo/...)"
+        )
     _, trainer_class = TRAINERS[script_args.trainer]
     reward_funcs = build_reward_funcs(script_args.reward_funcs)
     with_answer = needs_answer(script_args.reward_funcs)
@@ -579,7 +662,7 @@ def train(script_args: ScriptArguments, training_args: GRPOConfig, model_args: M
     eval_dataset = None
     if training_args.eval_strategy != "no" and script_args.dataset_test_split:
         eval_dataset = load_split(script_args, script_args.dataset_test_split, with_answer)
-    model_path = resolve_model(model_args.model_name_or_path or BUILTIN_MODELS[0])
+    model_path = resolve_model(model_args.model_name_or_path)
     tokenizer = load_tokenizer(model_path, model_args)
     # TRL's convention: the trainer loads the model from its name with these kwargs (ZeRO-3 init, quantization).
     training_args.model_init_kwargs = {**model_init_kwargs(model_args), **(training_args.model_init_kwargs or {})}
@@ -600,10 +683,19 @@ def train(script_args: ScriptArguments, training_args: GRPOConfig, model_args: M
         raise _unreachable(model_path, error) from None
     except ValueError as error:
         raise CLIError(str(error)) from None
+    for full, compact in ((ProgressCallback, CompactProgressCallback), (PrinterCallback, CompactPrinterCallback)):
+        if trainer.pop_callback(full) is not None:  # the bar, or the printer under disable_tqdm
+            trainer.add_callback(compact)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
     # TRL writes a card on checkpoints and pushes only; the final model gets one too (methods, papers, instruction).
-    trainer.create_model_card(dataset_name=script_args.dataset_name)
+    dataset = script_args.dataset_name
+    if dataset in BUILTIN_DATASETS or os.path.exists(dataset):  # not on the hub: described, not linked
+        trainer.create_model_card(dataset_name=None)
+        if trainer.accelerator.is_main_process:
+            describe_dataset(training_args.output_dir, dataset_description(script_args))
+    else:
+        trainer.create_model_card(dataset_name=dataset)
     if trainer.accelerator.is_main_process:
         tokenizer.save_pretrained(training_args.output_dir)
         saved_args = asdict(script_args)
@@ -612,7 +704,7 @@ def train(script_args: ScriptArguments, training_args: GRPOConfig, model_args: M
         info = {
             "script_args": saved_args,
             "reward_weights": training_args.reward_weights,
-            "model_name_or_path": model_args.model_name_or_path or BUILTIN_MODELS[0],
+            "model_name_or_path": model_args.model_name_or_path,
             "high_entropy_prompt": getattr(training_args, "high_entropy_prompt", None),
             "metrics_file": metrics_path,
         }

