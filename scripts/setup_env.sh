@@ -18,7 +18,9 @@ if [ ! -x "$PY" ]; then
 fi
 PIP=("$PY" -m pip --disable-pip-version-check -q)
 # torch first, pinned: installing it before the package keeps pip from resolving `torch` to another build.
-if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 1)" 2>/dev/null; then
+# torch's version from its metadata, not by importing it: torch imported before numpy is installed warns.
+torch_version() { "$PY" -c 'import importlib.metadata as m; print(m.version("torch"))' 2>/dev/null || true; }
+if [[ "$(torch_version)" != 2.13.0* ]]; then
     echo "[setup] installing $TORCH_SPEC"
     torch_args=("$TORCH_SPEC")
     if [ -n "${TORCH_INDEX_URL:-}" ]; then
@@ -29,6 +31,6 @@ fi
 # A dependency must never swap the installed torch for another build.
 CONSTRAINTS="$(mktemp)"
 trap 'rm -f "$CONSTRAINTS"' EXIT
-"$PY" -c 'import torch; print(f"torch=={torch.__version__}")' >"$CONSTRAINTS"
+echo "torch==$(torch_version)" >"$CONSTRAINTS"
 echo "[setup] installing trl-policysplit and its dependencies"
 "${PIP[@]}" install -c "$CONSTRAINTS" -e "$ROOT[dev,demo]"

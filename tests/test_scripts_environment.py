@@ -29,3 +29,17 @@ def test_without_the_package_a_script_says_how_to_run_it(script: str, tmp_path) 
     message = completed.stderr.strip()
     assert "\n" not in message and message.startswith(f"{script}: error: trl_policysplit is not installed for ")
     assert "`source .venv/bin/activate`" in message and f"`.venv/bin/python scripts/{script} ...`" in message
+
+
+def test_setup_reads_torch_version_without_importing_torch() -> None:
+    """Importing torch before numpy is installed prints `UserWarning: Failed to initialize NumPy`: the set-up reads
+    the installed version from the package metadata instead."""
+    import importlib.metadata
+
+    setup = (REPO / "scripts" / "setup_env.sh").read_text()
+    assert "import torch" not in setup
+    helper = next(line for line in setup.splitlines() if line.startswith("torch_version()"))
+    completed = subprocess.run(
+        ["bash", "-c", f"PY={sys.executable}; {helper}; torch_version"], capture_output=True, text=True, timeout=60
+    )
+    assert completed.stdout.strip() == importlib.metadata.version("torch") and completed.stderr == ""

@@ -214,16 +214,18 @@ def local_base_model(path: str) -> str | None:
     return None
 
 
-def fill_card_placeholders(text: str, model_name: str, base_model: str | None, local_model: str | None) -> str:
+def fill_card_placeholders(
+    text: str, model_name: str, base_model: str | None, local_model: str | None, pipeline_model: str
+) -> str:
     """TRL's card with what it leaves as "None" filled in: the model's name, the base model (from the local copy's
-    own card, else the local path, unlinked) and the `pipeline` example's model (the output directory)."""
+    own card, else the local path, unlinked) and the `pipeline` example's model (`pipeline_model`)."""
     text = text.replace("# Model Card for None", f"# Model Card for {model_name}")
     if base_model is not None:
         base = f"[{base_model}](https://huggingface.co/{base_model})"
     else:
         base = f"a local model (`{local_model}`)" if local_model else "a local model"
     text = text.replace("fine-tuned version of [None](https://huggingface.co/None)", f"fine-tuned version of {base}")
-    text = text.replace('model="None"', f'model="{model_name}"')
+    text = text.replace('model="None"', f'model="{pipeline_model}"')
     if base_model is not None and text.startswith("---\n") and "\nbase_model:" not in text.split("\n---", 1)[0]:
         text = f"---\nbase_model: {base_model}\n" + text[4:]
     return text

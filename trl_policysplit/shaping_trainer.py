@@ -478,7 +478,8 @@ class AdvantageShapingTrainer(GRPOTrainer):
         local = source if source and os.path.isdir(source) else None
         with open(path, encoding="utf-8", newline="") as file:
             text = file.read()
-        text = fill_card_placeholders(text, model_name, local_base_model(local) if local else None, local)
+        base_model = local_base_model(local) if local else None
+        text = fill_card_placeholders(text, model_name, base_model, local, self.hub_model_id or self.args.output_dir)
         with open(path, "w", encoding="utf-8", newline="") as file:
             file.write(text)
         if methods:
