@@ -367,12 +367,13 @@ def test_training_prints_one_short_line_per_step_not_the_metrics_dict(tiny_model
     assert any("completions/mean_length" in row for row in rows)  # the full metrics are still in the file
 
 
-def test_without_a_model_training_stops_with_the_choices(tmp_path, capsys):
-    assert main(["--output_dir", str(tmp_path / "x")]) == 2
-    error = capsys.readouterr().err.strip().splitlines()
+def test_without_a_model_training_stops_with_the_choices(tmp_path):
+    completed = run_cli("--output_dir", str(tmp_path / "x"))
+    assert completed.returncode == 2
+    error = completed.stderr.strip().splitlines()
     assert error[-1].startswith("trl-policysplit: error: no model given: pass --model_name_or_path with a hub id")
     assert "a local directory" in error[-1] and "smollm2-135m-instruct" in error[-1]
-    assert not (tmp_path / "x").exists()
+    assert not (tmp_path / "x").exists() and "Loading weights" not in completed.stderr
 
 
 @pytest.mark.parametrize(
