@@ -394,8 +394,8 @@ def test_on_a_cpu_machine_the_real_mistake_shows_not_bf16(tmp_path, arguments, r
 
 
 def test_cpu_defaults_leave_explicit_precision_and_recipes_alone(tmp_path):
-    from trl_policysplit.tools.cli import _with_cpu_defaults
+    from trl_policysplit.tools.cli import _normalized, _with_cpu_defaults
 
-    assert _with_cpu_defaults(["--bf16", "true"]) == ["--bf16", "true"]
-    assert _with_cpu_defaults(["--config", str(DEMO)]) == ["--config", str(DEMO)]  # the demo sets use_cpu
-    assert _with_cpu_defaults(["--output_dir", "o"])[-4:] == ["--use_cpu", "true", "--bf16", "false"]
+    assert _with_cpu_defaults(*_normalized(["--bf16", "true"])) == ["--bf16", "true"]
+    assert _with_cpu_defaults(*_normalized(["--config", str(DEMO)])) == ["--config", str(DEMO)]  # demo sets use_cpu
+    assert _with_cpu_defaults(*_normalized(["--output_dir", "o"]))[-4:] == ["--use_cpu", "true", "--bf16", "false"]

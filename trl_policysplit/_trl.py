@@ -22,6 +22,7 @@ from packaging.specifiers import SpecifierSet
 SUPPORTED_TRL_RANGE = ">=1.16.0,<1.17"  # setup.cfg declares the same; 1.16.0 is the only release in it
 SUPPORTED_TRL = SpecifierSet(SUPPORTED_TRL_RANGE)
 TESTED_TRL = "1.16.0"
+TRL_VLLM_RANGE = ("0.22.0", "0.31.0")  # the vLLM versions TRL 1.16 accepts (trl.import_utils.is_vllm_available)
 
 _GRPO = "trl.trainer.grpo_trainer.GRPOTrainer"
 _TRAINER = "transformers.trainer.Trainer"

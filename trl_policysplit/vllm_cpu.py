@@ -26,10 +26,9 @@ from typing import Any
 
 import torch
 
-from ._trl import swapped
+from ._trl import TRL_VLLM_RANGE, swapped
 
 EXTENSION = f"{__name__}.CPUWeightSyncExtension"
-TRL_VLLM_RANGE = ("0.22.0", "0.31.0")  # the vLLM versions TRL 1.16 accepts (trl.import_utils.is_vllm_available)
 CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)  # vLLM 0.30's CPU attention backend
 CHUNK_BYTES = 256 * 2**20  # weights per request in server mode: bounded request bodies, few round trips
 _READY = "trl-policysplit cpu weight sync"
@@ -232,13 +231,14 @@ def vllm_setup(args: Any, model: Any) -> Iterator[None]:
         yield
         return
     check_vllm_installed(installed_vllm_version())
-    if isinstance(model, str):
-        from transformers import AutoConfig
+    model_name = model if isinstance(model, str) else model.config._name_or_path
+    if not cuda_available():  # only the CPU attention limits the head size: no config read on CUDA
+        if isinstance(model, str):
+            from transformers import AutoConfig
 
-        config, model_name = AutoConfig.from_pretrained(model, trust_remote_code=args.trust_remote_code), model
-    else:
-        config, model_name = model.config, model.config._name_or_path
-    if not cuda_available():
+            config = AutoConfig.from_pretrained(model, trust_remote_code=args.trust_remote_code)
+        else:
+            config = model.config
         check_cpu_head_size(config, model_name)
     from requests.exceptions import ConnectionError as RequestsConnectionError  # what TRL's client raises
 

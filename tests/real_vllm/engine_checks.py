@@ -282,7 +282,7 @@ def check_cross_rows_match_a_plain_forward(recorder: Recorder) -> None:
             torch.testing.assert_close(batch[key][cross][mask], reference[mask], atol=CROSS_TOLERANCE, rtol=0)
 
 
-def check_trained(recorder: Recorder, name: str) -> None:
+def check_trained(recorder: Recorder) -> None:
     trainer = recorder.trainer
     assert trainer.state.global_step == STEPS
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]

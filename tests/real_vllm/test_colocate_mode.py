@@ -14,7 +14,7 @@ pytestmark = pytest.mark.vllm
 def test_trains(vllm_model_dir: str, tmp_path, name: str) -> None:
     trainer = build_trainer(name, vllm_model_dir, tmp_path, "colocate")
     try:
-        check_trained(train_and_record(trainer, "colocate"), name)
+        check_trained(train_and_record(trainer, "colocate"))
     finally:
         del trainer
         gc.collect()  # one engine at a time

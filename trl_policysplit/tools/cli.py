@@ -411,10 +411,12 @@ def _first_line(error: BaseException) -> str:
 # Entry point
 
 
-def _normalized(argv: Sequence[str]) -> list[str]:
-    """``--config=path`` as ``--config path`` (TrlParser only knows the latter); the file must be a YAML mapping."""
+def _normalized(argv: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
+    """``--config=path`` as ``--config path`` (TrlParser only knows the latter), and the recipe's mapping (empty
+    without ``--config``); the file must be a YAML mapping."""
     import yaml
 
+    recipe: Any = {}
     args: list[str] = []
     for item in argv:
         args.extend(item.split("=", 1) if item.startswith("--config=") else [item])
@@ -432,7 +434,7 @@ def _normalized(argv: Sequence[str]) -> list[str]:
             raise CLIError(f"the recipe {path} is not valid YAML: {_yaml_problem(error)}") from None
         if not isinstance(recipe, dict):
             raise CLIError(f"the recipe {path} must be a YAML mapping of field: value")
-    return args
+    return args, recipe
 
 
 PRECISION_FLAGS = ("use_cpu", "bf16", "fp16")
@@ -448,18 +450,13 @@ def accelerator_available() -> bool:
     )
 
 
-def _with_cpu_defaults(args: list[str]) -> list[str]:
+def _with_cpu_defaults(args: list[str], recipe: dict[str, Any]) -> list[str]:
     """Without any accelerator, and with none of use_cpu/bf16/fp16 set by the command or the recipe, train on CPU
     in float32 (saying so), as TrainingArguments' bf16 default would otherwise stop before any real mistake shows."""
     if "-h" in args or "--help" in args or HELP_ALL in args or accelerator_available():
         return args
     given = {item.lstrip("-").split("=", 1)[0].replace("-", "_") for item in args if item.startswith("--")}
-    if "config" in given:
-        import yaml
-
-        with open(args[args.index("--config") + 1]) as handle:
-            given |= set(yaml.safe_load(handle))
-    if given & set(PRECISION_FLAGS):
+    if (given | set(recipe)) & set(PRECISION_FLAGS):
         return args
     print("[trl-policysplit] no GPU found: training on CPU in float32 (use_cpu=True, bf16=False)", file=sys.stderr)
     return [*args, "--use_cpu", "true", "--bf16", "false"]
@@ -500,7 +497,7 @@ def parse_arguments(argv: Sequence[str] | None = None) -> tuple[ScriptArguments,
     ``--help`` prints this package's options first and TRL's most used ones (`help_text`), ``--help-all`` every
     option; both exit.
     """
-    argv = _with_cpu_defaults(_normalized(sys.argv[1:] if argv is None else argv))
+    argv = _with_cpu_defaults(*_normalized(sys.argv[1:] if argv is None else argv))
     trainer = _requested_trainer(argv)
     config_class, _ = TRAINERS[trainer]
     # No abbreviations: a misspelled flag must be an error, not silently another field.
