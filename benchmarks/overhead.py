@@ -7,16 +7,44 @@ Every trainer gets the same model, data, seed, `num_generations` and batch setti
 after round, so that drift of a shared machine hits GRPO and the methods alike. The first steps of each run are
 warm-up; the report takes medians over the remaining steps of all rounds.
 
-Phases of a step (seconds, exclusive: a nested phase is charged to the innermost one):
+Phases of a step (seconds). The measurement goes through public hooks only: the trainer's callback events
+(`on_step_begin`, `on_substep_end`, `on_pre_optimizer_step`, `on_step_end`), a forward pre-hook and a forward hook
+(``with_kwargs=True``) on the model and a post-accumulate-grad hook on each trainable parameter (`PhaseMonitor`);
+nothing is assigned onto the trainer, the model, TRL, transformers or this package. Every second from
+`on_step_begin` to `on_step_end` goes to exactly one phase, so the phases of a step add up to its time:
 
-- ``generation_s``: TRL's `_generate` (tokenize, sample, decode);
-- ``scoring_s``: forward passes without gradient (`_get_per_token_logps_and_entropies` under `torch.no_grad`):
-  Policy Split's scoring of every row under both contexts, DiPO's sampling log-probs, TRL's old/ref log-probs;
-- ``loss_s``: `training_step` minus the batch preparation it does first, i.e. the loss forward and backward;
-- ``shaping_s``: every call into the functional core (`functional.py`, `distributed.py`) from the trainers;
-- ``other_s``: the rest of the step: rewards, tokenizing, batch plumbing, metrics, the optimizer step.
+- ``generation_s``: with transformers' `generate`, the span from the start of the first to the end of the last of
+  each run of consecutive generation forwards: forwards of the model without gradient whose kwargs carry a KV cache
+  (``cache``, or ``past_key_values`` before transformers 5) or ``use_cache=True``, as `generate` calls the model and
+  TRL's scoring (``labels``, ``fused_lm_head``) does not. It holds the prefill, every decoding forward and the
+  sampling between them (logits processors, the sampled-log-prob record of Policy Split and DiPO); TRL's work
+  before the first forward (chat template, tokenizing, padding) and after the last one (sampling the last token,
+  cutting at EOS, decoding the text) falls to ``other_s``. With ``--vllm colocate`` generation runs no forward of
+  this model: ``generation_s`` is then the time from the start of each micro-batch (`on_step_begin`, or the end of
+  the micro-batch before) to its first model forward: tokenizing, the weight sync, vLLM's generation and decoding,
+  and whatever else the trainer does before its first forward (for TRL's default importance-sampling correction
+  that forward is the old log-probs', before the rewards; in a micro-batch that reuses buffered completions, only
+  taking its slice of the buffer);
+- ``scoring_s``: the other forwards without gradient (pre-hook to hook): Policy Split's scoring of the cross pairs,
+  DiPO's sampling log-probs when it needs a forward, TRL's old/ref log-probs;
+- ``loss_s``: from the start of each forward with gradient to the end of its backward, when every trainable
+  parameter has accumulated its gradient (if some parameter gets none: the last one that did, at the micro-batch's
+  end): the loss forward, the loss and the backward;
+- ``other_s``: the rest: tokenizing and decoding, rewards, the functional core, batch plumbing, metrics, gradient
+  clipping, the optimizer step.
 
-Each number is its own median, so the phases need not add up to the step time exactly.
+On GPU each phase boundary synchronizes the device (generation forwards at their end only: `generate` synchronizes
+once per token anyway; the backward only at its end). Each reported number is its own median, so the phases need
+not add up to the step time exactly. ``loss_tokens``: the padded tokens (``input_ids.numel()``) of the forwards with
+gradient of a step, seen by the pre-hook.
+
+The functional core (`trl_policysplit.functional`) is not a phase: timing it inside a step would mean rebinding the
+trainers' functions (it took under 0.01 % of a step when it was timed so). ``shaping_s`` is instead the median time
+of one generation batch's public functional calls of the method (`FUNCTIONAL_CORE_CALLS`, on tensors of the run's
+shape: generation batch rows, group size, completion length), timed after training in the run's process, times the
+generation batches per optimizer step; ``shaping_fraction`` is that over the median step time. It is an estimate
+from the calls listed there, not a measurement of the trainer's own calls (GRPO's is 0: TRL's advantage math is not
+the package's).
 
 ``--vllm colocate`` generates with a colocated vLLM engine in every run (`use_vllm=True`; on CPU through
 `trl_policysplit.vllm_cpu`, for `GRPOTrainer` too), completions forced to full length with vLLM's `min_tokens`.
@@ -27,8 +55,10 @@ loaded): what the trainer itself adds. On GPU the same from `torch.cuda.max_memo
 
 The JSON report: ``device``, ``settings``, ``order`` (every run, in the order they ran), ``grpo`` (medians), and per
 method ``step_time_ratio``, ``peak_memory_ratio``, ``memory_growth_ratio`` (to its baseline, ``grpo``), the medians
-(``step_time_s``, ``phases``, ``shaping_fraction``, memory in MB), ``step_time_ratio_per_round`` (against the baseline
-run just before it), ``targets`` and ``within_targets`` (the issue's cost targets); ``runs`` holds the raw records.
+(``step_time_s``, ``phases``, ``loss_tokens``, memory in MB), ``shaping_s`` and ``shaping_fraction``,
+``step_time_ratio_per_round`` (against the baseline run just before it), ``targets`` and ``within_targets`` (the
+issue's cost targets); ``runs`` holds the raw records (per step also the number of forwards of each kind and of
+completed backwards; per run ``functional_core``, the timing behind ``shaping_s``).
 
 ``dipo_old_logps`` (in the full run, not in --quick) is DiPO against GRPO with num_iterations=2, where TRL computes
 old log-probs for both; plain ``dipo`` takes its perplexities from the sampler (no forward of its own). Such runs
@@ -45,10 +75,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import gc
-import importlib
-import inspect
 import json
 import math
 import resource
@@ -58,7 +85,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,22 +111,16 @@ BASELINES = {"dipo_old_logps": "grpo_old_logps"}
 # Runs whose cost floor is reported: Policy Split trains every completion under both prompts (see `cost_floor`).
 FLOOR_RUNS = ("policy_split", "policy_split_doubled_micro_batch", "policy_split_no_sampler_logps")
 VLLM_MAX_MODEL_LENGTH = 1024  # prompt + completion; a short context keeps the engine's KV cache small on CPU
-PHASES = ("generation_s", "scoring_s", "loss_s", "shaping_s", "other_s")
-# The issue's cost targets (ratios to GRPO; floor_ratio: to Policy Split's floor; shaping_fraction: functional-core
-# seconds over step seconds). The paper's 1.4x GRPO is stated for its own regime, see docs/BENCHMARKS.md.
+PHASES = ("generation_s", "scoring_s", "loss_s", "other_s")
+# The issue's cost targets (ratios to GRPO; floor_ratio: to Policy Split's floor; shaping_fraction: the functional
+# core's timed seconds per step over the step's seconds). The paper's 1.4x GRPO is stated for its own regime, see
+# docs/BENCHMARKS.md.
 TARGETS: dict[str, dict[str, float]] = {
     "policy_split": {"floor_ratio": 1.10, "peak_memory_ratio": 1.25, "shaping_fraction": 0.01},
     "asym_grpo": {"step_time_ratio": 1.01, "shaping_fraction": 0.01},
     "dipo": {"step_time_ratio": 1.05, "shaping_fraction": 0.01},
     "dipo_old_logps": {"step_time_ratio": 1.05, "shaping_fraction": 0.01},
 }
-# Where the trainers call the functional core; rebinding these module globals times every call.
-TRAINER_MODULES = (
-    "trl_policysplit.policy_split_trainer",
-    "trl_policysplit.shaping_trainer",
-    "trl_policysplit.asym_grpo",
-)
-FUNCTIONAL_MODULES = ("trl_policysplit.functional", "trl_policysplit.distributed")
 
 DEFAULTS: dict[str, Any] = {
     "model": "smollm2-135m-instruct",
@@ -167,8 +188,11 @@ def summarize(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "measured_steps": len(cycles),
         "step_time_s": statistics.median(cycle["step_s"] for cycle in cycles),
         "phases": {phase: statistics.median(cycle.get(phase, 0.0) for cycle in cycles) for phase in PHASES},
-        "shaping_fraction": statistics.median(cycle.get("shaping_s", 0.0) / cycle["step_s"] for cycle in cycles),
     }
+    # The functional core, timed apart from the steps (see `time_functional_core`): seconds per optimizer step.
+    core = [run["functional_core"]["seconds_per_step"] for run in runs if "functional_core" in run]
+    summary["shaping_s"] = statistics.median(core) if core else 0.0
+    summary["shaping_fraction"] = ratio(summary["shaping_s"], summary["step_time_s"])
     if all("loss_tokens" in cycle for cycle in cycles):  # padded tokens through the loss forward, per step
         summary["loss_tokens"] = statistics.median(cycle["loss_tokens"] for cycle in cycles)
     for key in ("peak_memory_mb", "memory_growth_mb", "peak_rss_mb", "rss_growth_mb"):
@@ -290,93 +314,251 @@ def format_table(report: Mapping[str, Any], names: Sequence[str]) -> str:
             f"{entry.get('peak_memory_mb', math.nan):>9.0f}{entry.get('peak_memory_ratio', 1.0):>8.3f}"
             f"{entry.get('memory_growth_mb', math.nan):>9.0f}{entry.get('memory_growth_ratio', 1.0):>8.3f}"
             f"{phases['generation_s']:>8.3f}{phases['scoring_s']:>8.3f}{phases['loss_s']:>8.3f}"
-            f"{phases['shaping_s'] * 1000:>9.2f}{phases['other_s']:>8.3f}{entry['shaping_fraction'] * 100:>8.3f}"
+            f"{entry['shaping_s'] * 1000:>9.2f}{phases['other_s']:>8.3f}{entry['shaping_fraction'] * 100:>8.3f}"
             f"{entry.get('floor', math.nan):>7.3f}{entry.get('floor_ratio', math.nan):>8.3f}  {targets}"
         )
     return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Worker: one trainer, one process
+# Worker: one trainer, one process. Every measurement goes through public hooks: the trainer's callback events,
+# forward (pre-)hooks on the model and gradient-accumulation hooks on its parameters; nothing is assigned onto the
+# trainer, the model or any module.
+
+GENERATION = "generation"
+SCORING = "scoring"
+LOSS = "loss"
+OTHER = "other"
+# Between two generation forwards: charged to generation if another generation forward follows, else to other.
+_BETWEEN_GENERATION_FORWARDS = "between_generation_forwards"
+# `generate` hands the model its KV cache (`cache` in transformers 5, `past_key_values` before) and `use_cache`;
+# TRL's scoring and loss forwards pass neither.
+CACHE_KWARGS = ("cache", "past_key_values")
+# Counted per step: padded tokens of the forwards with gradient, forwards of each kind, completed backwards.
+COUNTS = ("loss_tokens", "generation_forwards", "scoring_forwards", "loss_forwards", "backwards")
 
 
-class PhaseTimer:
-    """Exclusive wall time per phase: time in a nested region is charged to the innermost region only."""
+def forward_kind(kwargs: Mapping[str, Any], grad_enabled: bool) -> str:
+    """The phase a forward of the model belongs to, from its kwargs and the grad mode it runs under."""
+    if grad_enabled:
+        return LOSS
+    if kwargs.get("use_cache") or any(kwargs.get(name) is not None for name in CACHE_KWARGS):
+        return GENERATION
+    return SCORING
 
-    def __init__(self, synchronize: Callable[[], None] | None = None) -> None:
+
+class PhaseMonitor:
+    """Per-phase wall time of training steps, from hooks on the model (see the module docstring's definitions).
+
+    Time runs continuously from `begin_step` to `end_step` and every second of it is charged to one phase: the one
+    in force since the last event. Events: the model's forward pre-hook and hook (their kind from `forward_kind`),
+    the post-accumulate-grad hook of every trainable parameter (the backward ends when all of them fired), and the
+    callback's `begin_step` / `end_micro_batch` / `end_step`. ``generation_by="window"`` (vLLM, whose generation
+    runs no forward of this model): each micro-batch's time up to its first forward is generation.
+    """
+
+    def __init__(
+        self,
+        synchronize: Callable[[], None] | None = None,
+        generation_by: str = "forwards",
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        if generation_by not in ("forwards", "window"):
+            raise ValueError(f"generation_by must be 'forwards' or 'window', got {generation_by!r}")
         self.totals: dict[str, float] = defaultdict(float)
-        self.counts: dict[str, int] = defaultdict(int)  # e.g. padded tokens through the loss, since `take`
-        self._stack: list[list[Any]] = []  # [phase, seconds spent in nested regions]
+        self.counts: dict[str, int] = defaultdict(int)  # `COUNTS`
         self._synchronize = synchronize or (lambda: None)
+        self._window = generation_by == "window"
+        self._clock = clock
+        self._phase, self._since = OTHER, clock()
+        self._depth = 0  # forwards of the model inside its own forward are part of the outer one
+        self._kinds: list[str] = []
+        self._trainable = 0
+        self._grads_left = 0  # parameters whose gradient the running backward has still to accumulate
+        self._last_grad: float | None = None
+        self._handles: list[Any] = []
 
-    @contextlib.contextmanager
-    def region(self, phase: str) -> Iterator[None]:
-        self._synchronize()  # on GPU, charge queued kernels to the region that launched them
-        start = time.perf_counter()
-        self._stack.append([phase, 0.0])
-        try:
-            yield
-        finally:
+    # -- hooks
+
+    def attach(self, model: Any) -> None:
+        """Register the hooks on ``model`` (an `nn.Module`) and its trainable parameters; `detach` removes them."""
+        self.detach()
+        self._handles.append(model.register_forward_pre_hook(self._before_forward, with_kwargs=True))
+        self._handles.append(model.register_forward_hook(self._after_forward, with_kwargs=True))
+        parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
+        for parameter in parameters:
+            self._handles.append(parameter.register_post_accumulate_grad_hook(self._grad_accumulated))
+        self._trainable = len(parameters)
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _switch(self, phase: str, now: float | None = None) -> None:
+        """Charge the time since the last event to the phase in force, and start ``phase``."""
+        now = self._clock() if now is None else now
+        charged = self._phase
+        if charged == _BETWEEN_GENERATION_FORWARDS:
+            charged = GENERATION if phase == GENERATION else OTHER
+        self.totals[charged] += now - self._since
+        self._phase, self._since = phase, now
+
+    def _before_forward(self, module: Any, args: tuple, kwargs: dict[str, Any]) -> None:
+        import torch
+
+        self._depth += 1
+        if self._depth > 1:
+            return
+        kind = forward_kind(kwargs, torch.is_grad_enabled())
+        self._kinds.append(kind)
+        self.counts[f"{kind}_forwards"] += 1
+        if kind != GENERATION:  # generate synchronizes once per token by itself; see `_after_forward`
             self._synchronize()
-            elapsed = time.perf_counter() - start
-            _, nested = self._stack.pop()
-            self.totals[phase] += elapsed - nested
-            if self._stack:
-                self._stack[-1][1] += elapsed
+        self._switch(kind)
+        if kind == LOSS:
+            input_ids = kwargs.get("input_ids", args[0] if args else None)
+            if input_ids is not None:
+                self.counts["loss_tokens"] += input_ids.numel()
+            self._grads_left, self._last_grad = self._trainable, None
 
-    def wrap(self, function: Callable, phase: str, when: Callable[[], bool] | None = None) -> Callable:
-        @functools.wraps(function)
-        def timed(*args, **kwargs):
-            if when is not None and not when():
-                return function(*args, **kwargs)
-            with self.region(phase):
-                return function(*args, **kwargs)
+    def _after_forward(self, module: Any, args: tuple, kwargs: dict[str, Any], output: Any) -> None:
+        self._depth -= 1
+        if self._depth > 0:
+            return
+        kind = self._kinds.pop()
+        if kind == GENERATION:
+            self._synchronize()
+            self._switch(_BETWEEN_GENERATION_FORWARDS)
+        elif kind == SCORING:
+            self._synchronize()
+            self._switch(OTHER)
+        # LOSS: the loss and the backward follow; the phase ends with the backward (`_grad_accumulated`).
 
-        return timed
+    def _grad_accumulated(self, parameter: Any) -> None:
+        if self._phase != LOSS:
+            return
+        self._last_grad = self._clock()
+        self._grads_left -= 1
+        if self._grads_left == 0:  # every trainable parameter has its gradient: the backward is over
+            self._synchronize()
+            self.counts["backwards"] += 1
+            self._switch(OTHER)
+
+    # -- callback events
+
+    def begin_step(self) -> None:
+        """Start afresh: what ran since the last step (logging, the next batch's fetch) belongs to no step."""
+        self._synchronize()
+        self.take()
+        self._phase, self._since = GENERATION if self._window else OTHER, self._clock()
+
+    def end_micro_batch(self, another: bool) -> None:
+        """A micro-batch's `training_step` returned; ``another``: a micro-batch of the same step follows."""
+        self._synchronize()
+        if self._phase == LOSS and self._last_grad is not None:  # not every parameter got a gradient
+            self._switch(OTHER, self._last_grad)
+        self._switch(GENERATION if another and self._window else OTHER)
+
+    def end_step(self) -> dict[str, float]:
+        """Seconds per phase since `begin_step` (they add up to the step's time) and the counts; starts afresh."""
+        self._synchronize()
+        self._switch(OTHER)
+        return self.take()
 
     def take(self) -> dict[str, float]:
-        """The totals since the last call, and start afresh."""
-        totals, self.totals = dict(self.totals), defaultdict(float)
-        totals.update(self.counts)
-        self.counts = defaultdict(int)
+        totals: dict[str, float] = {phase: self.totals.get(phase, 0.0) for phase in (GENERATION, SCORING, LOSS, OTHER)}
+        totals.update({key: self.counts.get(key, 0) for key in COUNTS})
+        self.totals, self.counts = defaultdict(float), defaultdict(int)
         return totals
 
 
-@contextlib.contextmanager
-def timed_functional_core(timer: PhaseTimer) -> Iterator[list[str]]:
-    """Charge every functional-core call of the trainer modules to ``shaping``; yields the wrapped names."""
-    core = {importlib.import_module(name).__name__ for name in FUNCTIONAL_MODULES}
-    patched: list[tuple[Any, str, Any]] = []
-    for module_name in TRAINER_MODULES:
-        module = importlib.import_module(module_name)
-        for attribute, value in list(vars(module).items()):
-            if inspect.isfunction(value) and value.__module__ in core:
-                patched.append((module, attribute, value))
-                setattr(module, attribute, timer.wrap(value, "shaping"))
-    try:
-        yield sorted({f"{value.__module__.rsplit('.', 1)[-1]}.{value.__name__}" for _, _, value in patched})
-    finally:
-        for module, attribute, value in patched:
-            setattr(module, attribute, value)
+# The functional core's cost, by timing: the public `trl_policysplit.functional` calls of one generation batch of
+# each method (its advantage step and metrics as the trainers make them), on tensors of the run's shapes.
+FUNCTIONAL_CORE_CALLS: dict[str, tuple[str, ...]] = {
+    "grpo": (),
+    "asym_grpo": ("weighted_total_reward", "asym_advantages", "advantage_metrics"),
+    "dipo": ("weighted_total_reward", "sequence_perplexity", "perplexity_threshold", "dipo_step", "advantage_metrics"),
+    "policy_split": (
+        "weighted_total_reward",
+        "advantage_metrics",
+        "kl_high_entropy_to_normal",
+        "policy_split_step",
+        "policy_split_mode_metrics",
+    ),
+}
 
 
-def instrument(trainer: Any, timer: PhaseTimer) -> None:
-    """Time the trainer's phases by wrapping its methods on the instance (TRL calls them through ``self``)."""
+def functional_core_batch(trainer: str, rows: int, group_size: int, length: int, device: str = "cpu") -> Callable:
+    """A function running the functional-core calls of one generation batch of ``trainer`` (`FUNCTIONAL_CORE_CALLS`)
+    on ``rows`` completions of ``length`` tokens in groups of ``group_size``; returns the number of calls it made."""
     import torch
 
-    compute_loss = trainer._compute_loss
+    from trl_policysplit import functional
 
-    def counted_loss(model, inputs):
-        timer.counts["loss_tokens"] += inputs["prompt_ids"].numel() + inputs["completion_ids"].numel()
-        return compute_loss(model, inputs)
+    generator = torch.Generator().manual_seed(0)
 
-    trainer._compute_loss = counted_loss
-    trainer.training_step = timer.wrap(trainer.training_step, "loss")
-    trainer._prepare_inputs = timer.wrap(trainer._prepare_inputs, "prepare")
-    trainer._generate = timer.wrap(trainer._generate, "generation")
-    trainer._get_per_token_logps_and_entropies = timer.wrap(
-        trainer._get_per_token_logps_and_entropies, "scoring", when=lambda: not torch.is_grad_enabled()
-    )
+    def uniform(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=generator).to(device)
+
+    rewards_per_func = uniform(rows, len(REWARD_WEIGHTS))
+    weights = torch.tensor(REWARD_WEIGHTS, device=device)
+    own_logps, cross_logps = -3 * uniform(rows, length), -3 * uniform(rows, length)
+    mask = (torch.arange(length, device=device) < (length * (0.5 + 0.5 * uniform(rows, 1)))).float()
+    completion_ids = (uniform(rows, length) * 300).long()
+    is_high = (torch.arange(rows, device=device) % group_size) >= group_size // 2
+    base = torch.randn(rows, generator=generator).to(device)
+    settings = functional.DualModeSettings(alpha=0.5, eta_high=1.0, eta_normal=1.0, kappa=2.0)
+    f = functional
+
+    def asym_grpo() -> int:
+        rewards = f.weighted_total_reward(rewards_per_func, weights)
+        advantages = f.asym_advantages(rewards, group_size, 0.9, 0.4, (0.0, sum(REWARD_WEIGHTS)))
+        f.advantage_metrics(advantages, rewards, rewards > 0.5, group_size)
+        return 3
+
+    def dipo() -> int:
+        rewards = f.weighted_total_reward(rewards_per_func, weights)
+        correct = rewards > 0.5
+        ppl = f.sequence_perplexity(own_logps, mask)
+        tau, valid = f.perplexity_threshold(ppl, correct)
+        term, _ = f.dipo_step(rewards, correct, ppl, group_size, tau, valid, 0.5)
+        f.advantage_metrics(base + term, rewards, correct, group_size)
+        return 5
+
+    def policy_split() -> int:
+        rewards = f.weighted_total_reward(rewards_per_func, weights)
+        f.advantage_metrics(base, rewards, rewards > 0.5, group_size)
+        f.kl_high_entropy_to_normal(own_logps, cross_logps, mask, is_high)
+        f.policy_split_step(base, rewards, own_logps, cross_logps, mask, is_high, group_size, settings)
+        f.policy_split_mode_metrics(rewards, completion_ids, mask, is_high, own_logps, cross_logps, group_size, 0.5)
+        return 5
+
+    return {"grpo": lambda: 0, "asym_grpo": asym_grpo, "dipo": dipo, "policy_split": policy_split}[trainer]
+
+
+def time_functional_core(
+    trainer: str, rows: int, group_size: int, length: int, device: str = "cpu", repeats: int = 7
+) -> dict[str, Any]:
+    """Median seconds of one generation batch's functional-core calls (after one untimed call), and what ran."""
+    import torch
+
+    batch = functional_core_batch(trainer, rows, group_size, length, device)
+    synchronize = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    calls = batch()  # warm-up: first-call allocations and dispatch caches
+    seconds = []
+    for _ in range(repeats if calls else 0):  # GRPO: nothing to time
+        synchronize()
+        start = time.perf_counter()
+        batch()
+        synchronize()
+        seconds.append(time.perf_counter() - start)
+    return {
+        "seconds_per_generation_batch": statistics.median(seconds) if seconds else 0.0,
+        "calls_per_generation_batch": calls,
+        "functions": list(FUNCTIONAL_CORE_CALLS[trainer]),
+        "shape": {"rows": rows, "group_size": group_size, "completion_tokens": length},
+    }
 
 
 def _proc_status_mb(field: str) -> float | None:
@@ -405,21 +587,24 @@ def _max_rss_mb() -> float:
     return maxrss / 1024 / 1024 if sys.platform == "darwin" else maxrss / 1024  # bytes on macOS, KiB on Linux
 
 
-def _step_recorder(timer: PhaseTimer, synchronize: Callable[[], None], cycle: int, warmup_steps: int) -> Any:
+def step_recorder(cycle: int = 1, warmup_steps: int = 0, on_gpu: bool = False, generation_by: str = "forwards") -> Any:
+    """A `TrainerCallback` that records each optimizer step's wall time and phases (`PhaseMonitor` on the model it
+    gets at `on_train_begin`), and memory at the start and the peak of training."""
+    import torch
     from transformers import TrainerCallback
 
-    class StepRecorder(TrainerCallback):
-        """Wall time and phase totals of each optimizer step; memory at the start and the peak of training."""
+    synchronize = torch.cuda.synchronize if on_gpu else (lambda: None)
 
+    class StepRecorder(TrainerCallback):
         def __init__(self) -> None:
             self.steps: list[dict[str, Any]] = []
             self.memory: dict[str, Any] = {}
+            self.monitor = PhaseMonitor(synchronize if on_gpu else None, generation_by)
             self._start = 0.0
 
-        def on_train_begin(self, args, state, control, **kwargs):
-            import torch
-
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
             gc.collect()
+            self.monitor.attach(model)
             self.memory["rss_at_train_start_mb"] = _proc_status_mb("VmRSS")
             self.memory["rss_peak_scope"] = "training" if _reset_peak_rss() else "process"
             if torch.cuda.is_available() and args.device.type == "cuda":
@@ -428,27 +613,29 @@ def _step_recorder(timer: PhaseTimer, synchronize: Callable[[], None], cycle: in
                 self.memory["cuda_at_train_start_mb"] = torch.cuda.memory_allocated() / 2**20
 
         def on_step_begin(self, args, state, control, **kwargs):
-            synchronize()
-            timer.take()
+            self.monitor.begin_step()
             self._start = time.perf_counter()
 
+        def on_substep_end(self, args, state, control, **kwargs):
+            self.monitor.end_micro_batch(another=True)
+
+        def on_pre_optimizer_step(self, args, state, control, **kwargs):
+            self.monitor.end_micro_batch(another=False)
+
         def on_step_end(self, args, state, control, **kwargs):
-            synchronize()
+            totals = self.monitor.end_step()
             step_s = time.perf_counter() - self._start
-            totals = timer.take()
             index = len(self.steps)
-            record = {"step": index, "cycle": index // cycle, "warmup": index < warmup_steps, "step_s": step_s}
-            for phase in ("generation", "scoring", "loss", "shaping"):
-                record[f"{phase}_s"] = totals.get(phase, 0.0)
-            record["other_s"] = step_s - sum(
-                record[f"{phase}_s"] for phase in ("generation", "scoring", "loss", "shaping")
-            )
-            record["loss_tokens"] = totals.get("loss_tokens", 0)
+            record: dict[str, Any] = {"step": index, "cycle": index // cycle, "warmup": index < warmup_steps}
+            record["step_s"] = step_s
+            for phase in (GENERATION, SCORING, LOSS, OTHER):  # measured each: they add up to step_s
+                record[f"{phase}_s"] = totals[phase]
+            for key in COUNTS:
+                record[key] = totals[key]
             self.steps.append(record)
 
         def on_train_end(self, args, state, control, **kwargs):
-            import torch
-
+            self.monitor.detach()
             memory = self.memory
             hwm = _proc_status_mb("VmHWM") if memory["rss_peak_scope"] == "training" else None
             memory["peak_rss_mb"] = hwm if hwm is not None else _max_rss_mb()
@@ -465,8 +652,17 @@ def _step_recorder(timer: PhaseTimer, synchronize: Callable[[], None], cycle: in
     return StepRecorder()
 
 
-def run_worker(name: str, settings: Mapping[str, Any], result_path: str) -> None:
-    """Train one run of the benchmark and write its per-step records and memory to ``result_path`` (JSON)."""
+def run_schedule(name: str, settings: Mapping[str, Any]) -> tuple[int, int, int]:
+    """``(steps per cycle, warm-up steps, max_steps)`` of a run: whole generate/reuse cycles."""
+    overrides = RUNS[name][1]
+    ga = settings["gradient_accumulation_steps"]
+    cycle = steps_per_cycle(ga, overrides.get("steps_per_generation"), overrides.get("num_iterations", 1))
+    warmup_steps = cycle * math.ceil(settings["warmup"] / cycle)
+    return cycle, warmup_steps, warmup_steps + cycle * math.ceil(settings["steps"] / cycle)
+
+
+def build_trainer(name: str, settings: Mapping[str, Any], output_dir: str, callbacks: Sequence[Any]) -> Any:
+    """The run's trainer (`RUNS`), configured as every run of the benchmark is."""
     import torch
     from trl import ModelConfig
 
@@ -483,18 +679,14 @@ def run_worker(name: str, settings: Mapping[str, Any], result_path: str) -> None
     else:
         config_class, trainer_class = cli.TRAINERS[trainer_name]
     on_gpu = settings["device"] == "cuda"
-    synchronize = torch.cuda.synchronize if on_gpu else (lambda: None)
-    ga = settings["gradient_accumulation_steps"]
-    cycle = steps_per_cycle(ga, overrides.get("steps_per_generation"), overrides.get("num_iterations", 1))
-    warmup_steps = cycle * math.ceil(settings["warmup"] / cycle)
-    max_steps = warmup_steps + cycle * math.ceil(settings["steps"] / cycle)
+    _, _, max_steps = run_schedule(name, settings)
     length = settings["max_completion_length"]
 
     values: dict[str, Any] = {
-        "output_dir": str(Path(result_path).with_suffix("")) + "-out",
+        "output_dir": output_dir,
         "max_steps": max_steps,
         "per_device_train_batch_size": micro_batch_rows(settings),
-        "gradient_accumulation_steps": ga,
+        "gradient_accumulation_steps": settings["gradient_accumulation_steps"],
         "num_generations": settings["num_generations"],
         "max_completion_length": length,
         "temperature": 1.0,
@@ -527,36 +719,53 @@ def run_worker(name: str, settings: Mapping[str, Any], result_path: str) -> None
     if "reward_range" in {f.name for f in config_class.__dataclass_fields__.values()}:
         values["reward_range"] = [0.0, sum(REWARD_WEIGHTS)]  # the asymmetric rule maps the total reward to [0, 1]
     config = config_class(**values)
-
-    timer = PhaseTimer(synchronize if on_gpu else None)
-    recorder = _step_recorder(timer, synchronize, cycle, warmup_steps)
     # TRL's GRPOTrainer gets the CPU weight sync the package's trainers use by themselves (a no-op on CUDA).
     with cpu_weight_sync() if settings.get("vllm") else contextlib.nullcontext():
-        trainer = trainer_class(
+        return trainer_class(
             model=settings["model_path"],
             reward_funcs=cli.build_reward_funcs(REWARD_FUNCS),
             args=config,
             train_dataset=cli.load_split(cli.ScriptArguments(), "train"),
             processing_class=cli.load_tokenizer(settings["model_path"], ModelConfig()),
-            callbacks=[recorder],
+            callbacks=list(callbacks),
         )
-    instrument(trainer, timer)
-    with timed_functional_core(timer) as wrapped:
-        trainer.train()
+
+
+def run_worker(name: str, settings: Mapping[str, Any], result_path: str) -> None:
+    """Train one run of the benchmark and write its per-step records and memory to ``result_path`` (JSON)."""
+    trainer_name, overrides = RUNS[name]
+    cycle, warmup_steps, _ = run_schedule(name, settings)
+    recorder = step_recorder(
+        cycle, warmup_steps, settings["device"] == "cuda", "window" if settings.get("vllm") else "forwards"
+    )
+    trainer = build_trainer(name, settings, str(Path(result_path).with_suffix("")) + "-out", [recorder])
+    trainer.train()
+    args = trainer.args
+    core = time_functional_core(
+        trainer_name,
+        args.generation_batch_size,
+        settings["num_generations"],
+        settings["max_completion_length"],
+        settings["device"],
+    )
+    # Generation batches per optimizer step: one every steps_per_generation * num_iterations micro-batches.
+    per_step = args.gradient_accumulation_steps / (args.steps_per_generation * args.num_iterations)
+    core["generation_batches_per_step"] = per_step
+    core["seconds_per_step"] = core["seconds_per_generation_batch"] * per_step
     result = {
         "name": name,
         "trainer": trainer_name,
         "overrides": overrides,
         "batch": {  # as the trainer ran them (Policy Split splits micro-batches, keeping the generation batch)
-            "per_device_train_batch_size": trainer.args.per_device_train_batch_size,
-            "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,
-            "steps_per_generation": trainer.args.steps_per_generation,
-            "generation_batch_size": trainer.args.generation_batch_size,
+            "per_device_train_batch_size": args.per_device_train_batch_size,
+            "gradient_accumulation_steps": args.gradient_accumulation_steps,
+            "steps_per_generation": args.steps_per_generation,
+            "generation_batch_size": args.generation_batch_size,
         },
         "steps_per_cycle": cycle,
         "steps": recorder.steps,
         "memory": recorder.memory,
-        "shaping_functions": wrapped,
+        "functional_core": core,
     }
     Path(result_path).write_text(json.dumps(result, indent=1) + "\n")
 

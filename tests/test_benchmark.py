@@ -1,35 +1,42 @@
 """The cost benchmark: its aggregation on hand-made records, its timers, and a smoke run on the tiny offline model.
 
-No speed thresholds: the CI machine's timings say nothing about the methods.
+No speed thresholds: the CI machine's timings say nothing about the methods. The phase tests check the hooks'
+bookkeeping with a fake clock, and on the tiny model that the phases are positive where they must be, add up to the
+step and count what the trainer ran; and that a benchmark run assigns nothing onto the trainer or any module.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
 import statistics
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchmarks import learning
 from benchmarks import overhead as benchmark
 from benchmarks.benchmark import main
 from benchmarks.common import finite_or_none
 from benchmarks.overhead import (
+    FUNCTIONAL_CORE_CALLS,
     PHASES,
-    PhaseTimer,
+    PhaseMonitor,
     build_report,
     cycle_means,
     format_table,
+    forward_kind,
     interleaved_order,
     ratio,
     steps_per_cycle,
     summarize,
-    timed_functional_core,
+    time_functional_core,
 )
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,11 +52,12 @@ def _run(
     name: str, step_times: list[float], peak: float, growth: float, shaping: float = 0.0, tokens: int = 100
 ) -> dict:
     steps = [_step(0, 100.0, warmup=True)]  # a slow warm-up step that must not count
-    steps += [_step(i + 1, t, generation_s=t / 2, shaping_s=shaping) for i, t in enumerate(step_times)]
+    steps += [_step(i + 1, t, generation_s=t / 2) for i, t in enumerate(step_times)]
     for step in steps:
         step["loss_tokens"] = tokens  # padded tokens through the loss forward
     memory = {"peak_memory_mb": peak, "memory_growth_mb": growth, "peak_rss_mb": peak, "rss_growth_mb": growth}
-    return {"name": name, "steps": steps, "memory": memory}
+    # The functional core is timed apart from the steps, once per run (`time_functional_core`).
+    return {"name": name, "steps": steps, "memory": memory, "functional_core": {"seconds_per_step": shaping}}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -110,7 +118,8 @@ def test_report_gives_ratios_to_grpo_and_checks_targets():
     assert split["step_time_ratio"] == pytest.approx(1.75)
     assert split["peak_memory_ratio"] == pytest.approx(1.2)
     assert split["memory_growth_ratio"] == split["rss_growth_ratio"] == pytest.approx(2.0)
-    assert split["shaping_fraction"] == pytest.approx(0.01 / 3.5, rel=0.05)
+    assert split["shaping_s"] == 0.01 and split["shaping_fraction"] == pytest.approx(0.01 / 3.5)
+    assert report["grpo"]["shaping_s"] == 0.0 and report["grpo"]["shaping_fraction"] == 0.0
     assert split["step_time_ratio_per_round"] == [pytest.approx(1.75)]  # against the GRPO run right before it
     # Floor: GRPO generates half its step (g = 0.5) and the loss sees 2.2x its padded tokens: 0.5 + 0.5 * 2.2.
     assert split["floor_inputs"] == {
@@ -146,46 +155,288 @@ def test_ratio_and_json_safety():
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Timers
+# Phases: the hooks' bookkeeping, on a toy model with a fake clock
 
 
-def test_phase_timer_charges_nested_time_to_the_innermost_phase(monkeypatch):
-    clock = iter([0.0, 1.0, 3.0, 10.0])  # outer starts, inner starts, inner ends, outer ends
-    monkeypatch.setattr(benchmark.time, "perf_counter", lambda: next(clock))
-    timer = PhaseTimer()
-    with timer.region("loss"):
-        with timer.region("generation"):
-            pass
-    assert timer.take() == {"loss": 8.0, "generation": 2.0}
-    assert timer.take() == {}
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
 
 
-def test_phase_timer_wrap_can_be_conditional():
-    timer = PhaseTimer()
-    enabled = {"on": False}
-    wrapped = timer.wrap(lambda x: x + 1, "scoring", when=lambda: enabled["on"])
-    assert wrapped(1) == 2 and "scoring" not in timer.take()
-    enabled["on"] = True
-    assert wrapped(1) == 2 and timer.take()["scoring"] >= 0.0
+class _Toy(torch.nn.Module):
+    """A model whose forward takes ``seconds`` of the fake clock and whose backward takes ``backward_seconds``."""
+
+    def __init__(self, clock: _Clock, unused_parameter: bool = False) -> None:
+        super().__init__()
+        self.clock = clock
+        self.weight = torch.nn.Parameter(torch.ones(3))
+        self.bias = torch.nn.Parameter(torch.zeros(3))
+        self.frozen = torch.nn.Parameter(torch.ones(3), requires_grad=False)  # no gradient hook: not trainable
+        self.unused = torch.nn.Parameter(torch.ones(3)) if unused_parameter else None
+
+    def forward(self, input_ids, seconds=1.0, backward_seconds=1.0, **kwargs):
+        self.clock.now += seconds
+        out = (input_ids.float().sum() * self.weight * self.frozen + self.bias).sum()
+        if out.requires_grad:
+            out.register_hook(lambda grad: self._advance(backward_seconds))  # runs first in the backward
+        return out
+
+    def _advance(self, seconds: float) -> None:
+        self.clock.now += seconds
 
 
-def test_functional_core_calls_are_timed_where_the_trainers_look_them_up_and_restored():
-    from trl_policysplit import functional, policy_split_trainer, shaping_trainer
+IDS = torch.ones(2, 5, dtype=torch.long)
+CACHE = object()  # what `generate` passes as the KV cache: any non-None value
 
-    original = policy_split_trainer.clamp_by_advantage
-    timer = PhaseTimer()
-    with timed_functional_core(timer) as names:
-        assert "functional.clamp_by_advantage" in names
-        assert "functional.asym_advantages" in names
-        assert "distributed.dual_mode_internal_rewards_across_processes" in names
-        assert policy_split_trainer.clamp_by_advantage is not original
-        assert shaping_trainer.asym_advantages is not functional.asym_advantages
-        import torch
 
-        policy_split_trainer.clamp_by_advantage(torch.ones(2, 3), torch.ones(2), 1.0)
-        assert timer.take()["shaping"] > 0.0
-    assert policy_split_trainer.clamp_by_advantage is original
-    assert functional.clamp_by_advantage is original  # the core module itself is never touched
+def _generate(model: _Toy, clock: _Clock, tokens: int, gap: float) -> None:
+    with torch.no_grad():
+        for index in range(tokens):
+            model(IDS[:, :1], cache=CACHE, use_cache=True, logits_to_keep=1)
+            if index < tokens - 1:
+                clock.now += gap  # sampling the next token
+
+
+def _loss(model: _Toy, clock: _Clock, loss_seconds: float = 0.25) -> None:
+    out = model(IDS, seconds=1.5)
+    clock.now += loss_seconds  # the loss from the forward's output
+    out.backward()
+
+
+def test_forward_kind_tells_generation_scoring_and_loss_apart():
+    assert forward_kind({"input_ids": IDS, "cache": CACHE, "use_cache": True}, False) == "generation"  # transformers 5
+    assert forward_kind({"input_ids": IDS, "past_key_values": CACHE}, False) == "generation"  # transformers 4
+    assert forward_kind({"input_ids": IDS, "use_cache": True}, False) == "generation"
+    scoring = {"input_ids": IDS, "attention_mask": IDS, "labels": IDS, "fused_lm_head": True}  # TRL's scoring
+    assert forward_kind(scoring, False) == "scoring"
+    assert forward_kind({**scoring, "use_cache": False, "past_key_values": None}, False) == "scoring"
+    assert forward_kind(scoring, True) == "loss"
+    assert forward_kind({"input_ids": IDS, "use_cache": True}, True) == "loss"  # under grad it is the loss
+
+
+def test_phase_monitor_charges_every_second_of_a_step_to_one_phase():
+    clock = _Clock()
+    model = _Toy(clock)
+    monitor = PhaseMonitor(clock=clock)
+    monitor.attach(model)
+    clock.now += 7.0  # before the step (loading, logging the last one): no phase's
+    monitor.begin_step()
+    start = clock.now
+    clock.now += 0.5  # tokenizing: other
+    _generate(model, clock, tokens=3, gap=0.25)  # 3 forwards of 1 s, 2 gaps: 3.5 s of generation
+    clock.now += 0.75  # decoding, rewards: other
+    with torch.no_grad():
+        model(IDS, seconds=2.0, attention_mask=IDS, labels=IDS, fused_lm_head=True)  # scoring: 2 s
+    clock.now += 0.5  # shaping: other
+    _loss(model, clock)  # forward 1.5 + loss 0.25 + backward 1.0
+    clock.now += 0.1  # the rest of training_step: other
+    monitor.end_micro_batch(another=True)
+    clock.now += 0.2  # the buffered slice of the second micro-batch: other
+    _loss(model, clock, loss_seconds=0.0)  # 2.5 s
+    clock.now += 0.3  # gradient clipping: other
+    monitor.end_micro_batch(another=False)
+    clock.now += 0.4  # the optimizer step: other
+    totals = monitor.end_step()
+    phases = {key: totals[key] for key in ("generation", "scoring", "loss", "other")}
+    assert phases == pytest.approx({"generation": 3.5, "scoring": 2.0, "loss": 5.25, "other": 2.75})
+    assert sum(phases.values()) == pytest.approx(clock.now - start)
+    counts = {key: totals[key] for key in ("generation_forwards", "scoring_forwards", "loss_forwards", "backwards")}
+    assert counts == {"generation_forwards": 3, "scoring_forwards": 1, "loss_forwards": 2, "backwards": 2}
+    assert totals["loss_tokens"] == 2 * IDS.numel()  # the forwards with gradient only
+    # A new step starts from zero; after `detach` the model's forwards go unseen.
+    monitor.begin_step()
+    monitor.detach()
+    _loss(model, clock)
+    assert monitor.end_step()["loss"] == 0.0
+
+
+def test_the_loss_ends_with_the_last_gradient_when_a_parameter_gets_none():
+    clock = _Clock()
+    model = _Toy(clock, unused_parameter=True)  # its gradient never comes: the count cannot reach the end
+    monitor = PhaseMonitor(clock=clock)
+    monitor.attach(model)
+    monitor.begin_step()
+    _loss(model, clock)
+    clock.now += 0.5  # after the backward: other
+    monitor.end_micro_batch(another=False)
+    totals = monitor.end_step()
+    assert (totals["loss"], totals["other"], totals["backwards"]) == (pytest.approx(2.75), pytest.approx(0.5), 0)
+
+
+def test_with_vllm_generation_is_each_micro_batch_up_to_its_first_forward():
+    clock = _Clock()
+    model = _Toy(clock)
+    monitor = PhaseMonitor(generation_by="window", clock=clock)
+    monitor.attach(model)
+    monitor.begin_step()
+    clock.now += 3.0  # tokenizing, weight sync, vLLM's generation: no forward of the model
+    with torch.no_grad():
+        model(IDS, seconds=2.0, labels=IDS)  # TRL's old log-probs: scoring
+    clock.now += 0.5  # rewards: other
+    _loss(model, clock)
+    monitor.end_micro_batch(another=True)
+    clock.now += 0.2  # the second micro-batch's slice of the buffer, before its first forward
+    _loss(model, clock, loss_seconds=0.0)
+    monitor.end_micro_batch(another=False)
+    totals = monitor.end_step()
+    assert totals["generation"] == pytest.approx(3.2) and totals["scoring"] == pytest.approx(2.0)
+    assert totals["loss"] == pytest.approx(5.25) and totals["other"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="generation_by"):
+        PhaseMonitor(generation_by="guess")
+
+
+def test_phase_monitor_on_transformers_generate_and_trls_scoring_call(tiny_model_dir):
+    """The kwargs `generate` and TRL pass the model in the installed versions, and real gradient hooks."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    monitor = PhaseMonitor()
+    monitor.attach(model)
+    ids = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12]])
+    monitor.begin_step()
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=5, min_new_tokens=5)
+        model(input_ids=out, attention_mask=torch.ones_like(out), labels=out, fused_lm_head=True)
+    model(input_ids=out, attention_mask=torch.ones_like(out), labels=out).loss.backward()
+    monitor.end_micro_batch(another=False)
+    totals = monitor.end_step()
+    monitor.detach()
+    assert out.shape == (2, 9)
+    assert (totals["generation_forwards"], totals["scoring_forwards"], totals["loss_forwards"]) == (5, 1, 1)
+    assert totals["backwards"] == 1 and totals["loss_tokens"] == out.numel()
+    assert totals["generation"] > 0 and totals["scoring"] > 0 and totals["loss"] > 0 and totals["other"] >= 0
+
+
+def test_the_functional_core_is_timed_on_the_runs_shapes_from_public_functions():
+    from trl_policysplit import functional
+
+    for trainer, names in FUNCTIONAL_CORE_CALLS.items():
+        assert all(callable(getattr(functional, name)) and not name.startswith("_") for name in names), trainer
+    grpo = time_functional_core("grpo", rows=8, group_size=4, length=16, repeats=2)
+    assert grpo["calls_per_generation_batch"] == 0 and grpo["functions"] == []
+    assert grpo["seconds_per_generation_batch"] == 0.0
+    for trainer, calls in (("asym_grpo", 3), ("dipo", 5), ("policy_split", 5)):
+        core = time_functional_core(trainer, rows=8, group_size=4, length=16, repeats=2)
+        assert core["calls_per_generation_batch"] == calls
+        assert core["functions"] == list(FUNCTIONAL_CORE_CALLS[trainer])
+        assert 0 < core["seconds_per_generation_batch"] < 1.0
+        assert core["shape"] == {"rows": 8, "group_size": 4, "completion_tokens": 16}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# A measured run on the tiny model, in this process: nothing assigned anywhere, plausible phases
+
+
+def _settings(model_dir: str, **overrides) -> dict:
+    return {
+        "model_path": model_dir,
+        "device": "cpu",
+        "dtype": "float32",
+        "threads": 1,
+        "gradient_accumulation_steps": 1,
+        "warmup": 1,
+        "steps": 1,
+        "max_completion_length": 8,
+        "questions_per_step": 2,
+        "num_generations": 4,
+        "seed": 0,
+        "vllm": None,
+        "fixed_length": True,
+        "random_weights": False,
+        **overrides,
+    }
+
+
+class _FrozenModule(types.ModuleType):
+    """A module whose attributes cannot be rebound (importing a submodule into it still works)."""
+
+    def __setattr__(self, name, value):
+        if not isinstance(value, types.ModuleType):
+            raise AssertionError(f"{self.__name__}.{name} assigned during a benchmark run")
+        super().__setattr__(name, value)
+
+    def __delattr__(self, name):
+        raise AssertionError(f"{self.__name__}.{name} deleted during a benchmark run")
+
+
+WATCHED_MODULES = ("trl.trainer.grpo_trainer", "transformers.trainer", "transformers.generation.utils")
+
+
+@pytest.mark.parametrize("name", ["grpo", "policy_split"])
+def test_a_measured_run_assigns_nothing_onto_the_trainer_or_a_module(name, tiny_model_dir, tmp_path):
+    settings = _settings(tiny_model_dir)
+    cycle, warmup_steps, max_steps = benchmark.run_schedule(name, settings)
+    recorder = benchmark.step_recorder(cycle, warmup_steps)
+    trainer = benchmark.build_trainer(name, settings, str(tmp_path / "out"), [recorder])
+    trainer_class, model = type(trainer), trainer.model
+    # Every method of the trainer's classes: assigning any of them on the instance raises during the run.
+    methods = {
+        attribute
+        for klass in trainer_class.__mro__
+        for attribute, value in vars(klass).items()
+        if inspect.isfunction(value) or isinstance(value, staticmethod | classmethod)
+    }
+    assert {"_generate", "_compute_loss", "training_step", "_prepare_inputs"} <= methods
+
+    def guarded_setattr(self, attribute, value):
+        if attribute in methods:
+            raise AssertionError(f"trainer.{attribute} assigned during a benchmark run")
+        trainer_class.__setattr__(self, attribute, value)
+
+    guarded = type(f"Guarded{trainer_class.__name__}", (trainer_class,), {"__setattr__": guarded_setattr})
+    modules = [
+        module
+        for module_name, module in list(sys.modules.items())
+        if (module_name.split(".")[0] == "trl_policysplit" or module_name in WATCHED_MODULES)
+        and type(module) is types.ModuleType
+    ]
+    assert len(modules) > 5 and sys.modules["trl_policysplit.functional"] in modules
+    globals_before = {module.__name__: dict(vars(module)) for module in modules}
+    instance_before = dict(vars(trainer))
+    # TRL or accelerate may set the model's `forward` on the instance at construction: it must stay what it was.
+    model_before = {key: value for key, value in vars(model).items() if key in {"forward", "generate", "__call__"}}
+    hooks_before = (dict(model._forward_pre_hooks), dict(model._forward_hooks))
+    trainer.__class__ = guarded
+    for module in modules:
+        module.__class__ = _FrozenModule
+    try:
+        trainer.train()
+    finally:
+        trainer.__class__ = trainer_class
+        for module in modules:
+            types.ModuleType.__setattr__(module, "__class__", types.ModuleType)  # past the guard
+    for module in modules:  # no global rebound by any other route either
+        after = vars(module)
+        changed = [key for key, value in globals_before[module.__name__].items() if after.get(key) is not value]
+        assert changed == [], (module.__name__, changed)
+    assert not methods & set(vars(trainer))
+    assert all(vars(model)[key] is value for key, value in model_before.items())
+    assert not ({"forward", "generate", "__call__"} & set(vars(model))) - set(model_before)
+    for attribute, value in instance_before.items():
+        if inspect.isroutine(value):
+            assert vars(trainer)[attribute] is value, attribute
+    assert (dict(model._forward_pre_hooks), dict(model._forward_hooks)) == hooks_before  # the monitor detached
+
+    # The phases of every step: positive where the trainer ran them, each within the step, adding up to it.
+    steps = recorder.steps
+    assert len(steps) == max_steps == 2 and [step["warmup"] for step in steps] == [True, False]
+    micro_batches = trainer.args.gradient_accumulation_steps
+    for step in steps:
+        phases = [step[phase] for phase in PHASES]
+        assert all(0 <= value <= step["step_s"] for value in phases), {phase: step[phase] for phase in PHASES}
+        assert sum(phases) == pytest.approx(step["step_s"], rel=0.01, abs=1e-3), step
+        assert step["generation_s"] > 0 and step["loss_s"] > 0 and step["other_s"] > 0
+        assert step["generation_forwards"] == settings["max_completion_length"]  # completions forced to full length
+        assert step["loss_forwards"] == step["backwards"] == micro_batches
+        rows = benchmark.micro_batch_rows(settings) * (2 if name == "policy_split" else 1)  # both prompts' rows
+        assert step["loss_tokens"] > rows * settings["max_completion_length"]
+        if name == "policy_split":  # its scoring of the cross pairs: one no-grad forward per generation batch
+            assert micro_batches == 2 and step["scoring_forwards"] == 1 and step["scoring_s"] > 0
+        else:  # beta=0, on-policy: TRL computes no old or reference log-probs
+            assert micro_batches == 1 and step["scoring_forwards"] == 0 and step["scoring_s"] == 0
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -242,15 +493,22 @@ def test_overhead_quick_on_the_tiny_model_writes_a_well_formed_report(tiny_model
             assert entry[key] is not None and math.isfinite(entry[key]), (method, key)
         assert entry["step_time_ratio"] > 0 and entry["peak_memory_ratio"] > 0
         assert set(entry["phases"]) == set(PHASES)
-        for phase in ("generation_s", "scoring_s", "loss_s", "shaping_s"):
-            assert entry["phases"][phase] >= 0, (method, phase)
+        for phase in PHASES:
+            assert 0 <= entry["phases"][phase] <= entry["step_time_s"], (method, phase)  # p <= s per step
         assert entry["phases"]["generation_s"] > 0 and entry["phases"]["loss_s"] > 0
         assert set(entry["within_targets"]) == set(entry["targets"])
-    assert report["policy_split"]["phases"]["shaping_s"] > 0  # its functional core ran
+    assert report["policy_split"]["shaping_s"] > 0  # its functional core, timed on the run's shapes
+    assert report["grpo"]["shaping_s"] == 0 and report["grpo"]["shaping_fraction"] == 0
     assert report["policy_split"]["phases"]["scoring_s"] > 0  # its scoring forward of the cross pairs
     assert report["dipo"]["phases"]["scoring_s"] == 0  # its perplexities come from the sampler: no forward of its own
     assert report["grpo"]["phases"]["scoring_s"] == 0
     assert len(report["runs"]) == 8 and all(len(run["steps"]) == 2 for run in report["runs"])
+    for run in report["runs"]:  # every step: its phases add up to it, and it ran what the trainer does
+        for step in run["steps"]:
+            assert sum(step[phase] for phase in PHASES) == pytest.approx(step["step_s"], rel=0.01, abs=1e-3)
+            assert step["generation_forwards"] == 8 and step["backwards"] == step["loss_forwards"] >= 1
+        core = run["functional_core"]
+        assert core["generation_batches_per_step"] == 1 and core["shape"]["rows"] == 8
     for method in ("policy_split", "policy_split_doubled_micro_batch"):
         floor = report[method]
         assert floor["floor"] > 1 and floor["floor_ratio"] > 0

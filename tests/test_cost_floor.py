@@ -48,15 +48,15 @@ def reference_logps(trainer, batch: dict, rows: int) -> torch.Tensor:
 
 
 def record_perplexities(trainer) -> list[torch.Tensor]:
-    """The perplexities DiPO's reallocation receives, batch by batch."""
+    """The perplexities DiPO's queue receives (those of the scored completions: here all), batch by batch."""
     perplexities: list[torch.Tensor] = []
-    original = trainer._reallocation_advantages
+    push = trainer.perplexity_queue.push
 
-    def spy(rewards, correct, ppl, group_size, mode):
+    def listening(ppl, correct):
         perplexities.append(ppl)
-        return original(rewards, correct, ppl, group_size, mode)
+        push(ppl, correct)
 
-    trainer._reallocation_advantages = spy
+    trainer.perplexity_queue.push = listening
     return perplexities
 
 

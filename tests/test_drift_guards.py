@@ -9,7 +9,14 @@ import os
 
 import pytest
 import torch
-from test_policy_split_trainer import BATCH, NUM_GENERATIONS, first_batch, make_config, make_trainer
+from test_policy_split_trainer import (
+    BATCH,
+    NUM_GENERATIONS,
+    first_batch,
+    first_batch_with_rewards,
+    make_config,
+    make_trainer,
+)
 from tiny import trainer_logps
 
 from trl_policysplit import PolicySplitConfig
@@ -276,8 +283,8 @@ def test_asymmetric_advantages_and_dipo_group_the_authors_sample_count(tiny_mode
         "eta_high_target_kl": 0.01,
     }
     trainer = make_trainer(tiny_model_dir, tmp_path / "asym", reward_funcs=length_reward, **settings)
-    _, batch = first_batch(trainer)
-    rewards = trainer._total_rewards()
+    _, batch, rewards_per_func = first_batch_with_rewards(trainer)
+    rewards = rewards_per_func[:, 0]  # one reward function of weight 1
     group = 2 * NUM_GENERATIONS  # num_generations per mode, both modes in one group
     expected = asym_advantages(rewards, group, 0.9, 0.4, reward_range=None)
     assert expected.abs().sum() > 0

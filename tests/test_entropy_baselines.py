@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from tiny import conversational_dataset, digit_reward, length_reward, trainer_settings
+from tiny import conversational_dataset, digit_reward, generate_with_rewards, length_reward, trainer_settings
 
 from trl_policysplit import (
     AdvantageShapingConfig,
@@ -17,6 +17,7 @@ from trl_policysplit import (
     PolicySplitTrainer,
 )
 from trl_policysplit.functional import kl_cov_mask
+from trl_policysplit.shaping_trainer import LossRecord
 
 # A band wide enough that the near-uniform tiny model has candidates (the published band (1, 5) suits real models).
 WIDE_BAND = {"clip_cov_lb": -1e9, "clip_cov_ub": 1e9}
@@ -54,7 +55,7 @@ def test_clip_cov_detaches_exactly_the_selected_tokens(tiny_model_dir, tmp_path)
         policy_loss="clip_cov", clip_cov_ratio=0.25, epsilon=10.0, **WIDE_BAND,
     )  # fmt: skip
     inputs, logps, entropies, mask = synthetic_micro_batch()
-    shaped = trainer._shape_loss(inputs, logps, entropies)
+    shaped = trainer._shape_loss(LossRecord(inputs), logps, entropies)
     shaped.sum().backward()
     detached = (logps.grad == 0) & mask.bool()
     # 19 valid tokens: int(0.25 * 19) = 4 detached, every other valid token keeps its gradient of 1.
@@ -72,7 +73,7 @@ def test_clip_cov_skips_tokens_ppo_already_clips(tiny_model_dir, tmp_path):
     inputs, logps, entropies, mask = synthetic_micro_batch()
     inputs["old_per_token_logps"] = logps.detach().clone()
     inputs["old_per_token_logps"][0, :3] -= 1.0  # ratio e > 1.2 with A > 0: clipped by PPO
-    trainer._shape_loss(inputs, logps, entropies).sum().backward()
+    trainer._shape_loss(LossRecord(inputs), logps, entropies).sum().backward()
     assert torch.equal(logps.grad[0, :3], torch.ones(3))  # left to PPO's clip, not drawn by Clip-Cov
     assert int(((logps.grad == 0) & mask.bool()).sum()) == 19 - 3
 
@@ -84,14 +85,15 @@ def test_kl_cov_penalizes_only_the_selected_tokens(tiny_model_dir, tmp_path):
     )  # fmt: skip
     trainer.current_gradient_accumulation_steps = 2
     inputs, logps, entropies, mask = synthetic_micro_batch()
-    shaped = trainer._shape_loss(inputs, logps, entropies)
+    record = LossRecord(inputs)
+    shaped = trainer._shape_loss(record, logps, entropies)
     assert shaped is logps  # KL-Cov leaves the policy term alone
     selected = kl_cov_mask(logps, inputs["advantages"], mask, 0.2)
     assert int(selected.sum()) == 3  # int(0.2 * 19)
     gap = (logps.detach() - inputs["old_per_token_logps"]).abs()
     expected = 0.5 * gap[selected].sum() / 19 / 2
-    torch.testing.assert_close(trainer._kl_cov_penalty.detach(), expected)
-    trainer._kl_cov_penalty.backward()
+    torch.testing.assert_close(record.penalty.detach(), expected)
+    record.penalty.backward()
     assert torch.equal(logps.grad != 0, selected)
 
 
@@ -102,7 +104,7 @@ def test_entropy_advantage_adds_the_clamped_term(tiny_model_dir, tmp_path):
     )  # fmt: skip
     inputs, logps, _, mask = synthetic_micro_batch()
     entropies = torch.tensor([[1.0, 5.0, 0.0, 2.0, 1.0, 1.0]]).repeat(4, 1)
-    assert trainer._shape_loss(inputs, logps, entropies) is logps
+    assert trainer._shape_loss(LossRecord(inputs), logps, entropies) is logps
     # Row 0, A = 1.5: min(0.4 * H, 0.75) = [0.4, 0.75, 0, 0.75, 0.4, 0.4]; row 1, A = -0.5: min(0.4 H, 0.25).
     torch.testing.assert_close(inputs["advantages"][0], torch.tensor([1.9, 2.25, 1.5, 2.25, 1.9, 1.9]))
     torch.testing.assert_close(inputs["advantages"][1], torch.tensor([-0.25, -0.25, -0.5, -0.25, -0.25, -0.25]))
@@ -119,7 +121,7 @@ def test_the_hook_never_edits_the_buffered_batch(tiny_model_dir, tmp_path):
     trainer.current_gradient_accumulation_steps = 1
     trainer._compute_loss(trainer.model, batch)
     assert torch.equal(batch["advantages"], before)  # num_iterations > 1 reuses it: shaping must not accumulate
-    assert trainer._loss_inputs is None and trainer._kl_cov_penalty is None
+    assert trainer._call is None  # no record outlives its call
 
 
 RUNS = {
@@ -157,8 +159,8 @@ def test_two_steps_train_and_log_the_baseline_metrics(tiny_model_dir, tmp_path, 
 def test_with_every_flag_off_the_advantages_are_grpos(tiny_model_dir, tmp_path):
     """The CLI's `grpo` trainer is AdvantageShapingTrainer: with its flags off it must be TRL's GRPO."""
     trainer = build(AdvantageShapingTrainer, AdvantageShapingConfig, tiny_model_dir, tmp_path)
-    batch = trainer._generate_and_score_completions(next(iter(trainer.get_train_dataloader())))
-    rewards = trainer._rewards_per_func[:, 0].view(-1, 4)
+    batch, rewards_per_func = generate_with_rewards(trainer, next(iter(trainer.get_train_dataloader())))
+    rewards = rewards_per_func[:, 0].view(-1, 4)
     expected = (rewards - rewards.mean(1, keepdim=True)) / (rewards.std(1, keepdim=True) + 1e-4)
     torch.testing.assert_close(batch["advantages"], expected.flatten())
-    assert batch["advantages"].dim() == 1 and trainer._loss_inputs is None
+    assert batch["advantages"].dim() == 1 and trainer._call is None

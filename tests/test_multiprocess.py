@@ -28,7 +28,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
-from trl_policysplit.distributed import dual_mode_internal_rewards_across_processes, gather_padded
+from trl_policysplit.distributed import gather_padded, local_rows
 from trl_policysplit.functional import dual_mode_internal_rewards
 
 pytestmark = pytest.mark.slow
@@ -39,7 +39,7 @@ RECIPES = REPO / "recipes" / "accelerate"
 MODES = ("normal", "high_entropy")
 
 # ------------------------------------------------------------------------------------------------------------------
-# a. dual_mode_internal_rewards_across_processes and gather_padded over gloo
+# a. the trainers' cross-process path (gather_padded, a group step on every process's rows, local_rows) over gloo
 
 # (world size, group size 2n, questions): with 2 processes a group is split at a mode boundary whenever the number of
 # questions is odd; with 4 processes groups are also split inside a mode (8 rows of one question, 2 per process) and a
@@ -117,15 +117,18 @@ def _reward_worker(rank: int, world: int, init_file: str, layouts: list[Layout],
         results: dict[str, Any] = {"gather": _gather_probe(rank), "rewards": []}
         for layout in layouts:
             for kwargs in REWARD_KWARGS:
-                own, cross, gathered = dual_mode_internal_rewards_across_processes(
-                    layout.own[rank],
-                    layout.cross[rank],
-                    layout.mask[rank],
-                    layout.high[rank],
-                    layout.group_size,
-                    **kwargs,
+                # What PolicySplitTrainer does with its rows: gather, run the group step, keep its own rows.
+                rows, width = layout.own[rank].shape
+                gathered = (
+                    gather_padded(layout.own[rank].float()),
+                    gather_padded(layout.cross[rank].float()),
+                    gather_padded(layout.mask[rank].long()),
+                    gather_padded(layout.high[rank].bool()),
                 )
-                results["rewards"].append((own, cross, tuple(gathered)))
+                own, cross = dual_mode_internal_rewards(*gathered, layout.group_size, **kwargs)
+                own = local_rows(own, rows, width)
+                cross = None if cross is None else local_rows(cross, rows, width)
+                results["rewards"].append((own, cross, gathered))
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()

@@ -10,6 +10,7 @@ import torch
 from tiny import (
     conversational_dataset,
     digit_reward,
+    generate_with_rewards,
     length_reward,
     text_dataset,
     trainer_logps,
@@ -17,7 +18,7 @@ from tiny import (
 )
 
 from trl_policysplit import PolicySplitConfig, PolicySplitTrainer
-from trl_policysplit.functional import clamp_by_advantage, policy_split_internal_reward
+from trl_policysplit.functional import clamp_by_advantage, policy_split_internal_reward, policy_split_mode_metrics
 from trl_policysplit.modes import to_high_entropy
 from trl_policysplit.policy_split_trainer import BASE_ADVANTAGE_KEY, CONTEXT_KEY, IS_CROSS_KEY
 
@@ -46,9 +47,15 @@ def make_trainer(model_dir, tmp_path, reward_funcs=digit_reward, dataset=None, *
 
 def first_batch(trainer: PolicySplitTrainer) -> dict:
     """The first generation batch, produced exactly as training produces it (before shuffling)."""
+    rows, batch, _ = first_batch_with_rewards(trainer)
+    return rows, batch
+
+
+def first_batch_with_rewards(trainer: PolicySplitTrainer) -> tuple[list, dict, torch.Tensor]:
+    """`first_batch` and the rewards TRL gathered for it, ``(completions, reward functions)``."""
     trainer.model.train()
     rows = next(iter(trainer.get_train_dataloader()))
-    return rows, trainer._generate_and_score_completions(rows)
+    return (rows, *generate_with_rewards(trainer, rows))
 
 
 def strip_left(ids: torch.Tensor, mask: torch.Tensor) -> list[int]:
@@ -121,12 +128,12 @@ def test_advantages_are_grpo_plus_the_clamped_internal_reward_of_each_context(ti
     trainer = make_trainer(
         tiny_model_dir, tmp_path, reward_funcs=length_reward, eta_high=0.5, eta_normal=0.0, kappa=2.0, alpha=0.5
     )
-    _, batch = first_batch(trainer)
+    _, batch, rewards_per_func = first_batch_with_rewards(trainer)
     base = batch[BASE_ADVANTAGE_KEY]
     mask = batch["completion_mask"].bool()
 
     # Base advantage: GRPO's group normalization of the rewards over the question's 2n completions.
-    rewards = trainer._rewards_per_func[:, 0].view(-1, NUM_GENERATIONS)
+    rewards = rewards_per_func[:, 0].view(-1, NUM_GENERATIONS)
     expected_base = (rewards - rewards.mean(1, keepdim=True)) / (rewards.std(1, keepdim=True) + 1e-4)
     torch.testing.assert_close(base[:BATCH], expected_base.flatten())
     torch.testing.assert_close(base[BATCH:], base[:BATCH])
@@ -177,25 +184,21 @@ def test_training_changes_parameters_and_logs_per_mode_metrics(tiny_model_dir, t
         assert 0.0 <= entry["policy_split/clamp_frac"] <= 1.0
 
 
-def test_inter_mode_kl_is_logged_per_sequence_as_in_the_paper_and_token_weighted(tiny_model_dir, tmp_path):
-    trainer = make_trainer(tiny_model_dir, tmp_path)
+def test_inter_mode_kl_is_logged_per_sequence_as_in_the_paper_and_token_weighted():
     # One group of 4 completions: 2 normal of 1 and 3 tokens, 2 high-entropy of 2 and 1 tokens. The own log-probs
     # are 0, so cross - own surprisal is the negated cross log-prob; 99 sits on padding and must not count.
     mask = torch.tensor([[1, 0, 0], [1, 1, 1], [1, 1, 0], [1, 0, 0]])
     cross_minus_own = torch.tensor([[3.0, 99.0, 99.0], [1.0, 1.0, 1.0], [2.0, 4.0, 99.0], [0.5, 99.0, 99.0]])
-    trainer._log_mode_metrics(
-        "train",
+    logged = policy_split_mode_metrics(
         rewards=torch.tensor([1.0, 0.0, 1.0, 0.0]),
         completion_ids=torch.tensor([[5, 6, 7], [5, 6, 7], [8, 9, 10], [8, 9, 11]]),
-        loss_mask=mask,
-        is_high=torch.tensor([False, False, True, True]),
+        mask=mask,
+        is_high_entropy=torch.tensor([False, False, True, True]),
         own_logps=torch.zeros(4, 3),
         cross_logps=-cross_minus_own,
-        gathered_surprisal=None,
         group_size=4,
-        clamp_counts=torch.zeros(2, 2),
+        correct_threshold=0.5,
     )
-    logged = trainer._metrics["train"]
     expected = {
         # Paper: each completion's mean over its tokens, then the mean over the mode's completions.
         "kl_normal_to_high_entropy": (3.0 + 1.0) / 2,
@@ -205,7 +208,7 @@ def test_inter_mode_kl_is_logged_per_sequence_as_in_the_paper_and_token_weighted
         "kl_high_entropy_to_normal_token": (6.0 + 0.5) / 3,
     }
     for name, value in expected.items():
-        assert logged[f"policy_split/{name}"] == [pytest.approx(value)], name
+        assert logged[f"policy_split/{name}"] == pytest.approx(value), name
 
 
 def test_reward_functions_get_the_normal_prompt_and_a_mode_column(tiny_model_dir, tmp_path):
@@ -224,9 +227,9 @@ def test_reward_functions_get_the_normal_prompt_and_a_mode_column(tiny_model_dir
 
 def test_without_sharing_each_mode_is_its_own_group(tiny_model_dir, tmp_path):
     trainer = make_trainer(tiny_model_dir, tmp_path, reward_funcs=length_reward, share_rollouts=False)
-    _, batch = first_batch(trainer)
+    _, batch, rewards_per_func = first_batch_with_rewards(trainer)
     assert batch["completion_ids"].size(0) == BATCH and not batch[IS_CROSS_KEY].any()
-    rewards = trainer._rewards_per_func[:, 0].view(-1, NUM_GENERATIONS // 2)
+    rewards = rewards_per_func[:, 0].view(-1, NUM_GENERATIONS // 2)
     expected = (rewards - rewards.mean(1, keepdim=True)) / (rewards.std(1, keepdim=True) + 1e-4)
     torch.testing.assert_close(batch[BASE_ADVANTAGE_KEY], expected.flatten())
     trainer.train()
@@ -311,12 +314,16 @@ def test_plain_text_prompts_and_weighted_rewards(tiny_model_dir, tmp_path):
         dataset=text_dataset(),
         reward_weights=[1.0, 0.5],
     )
-    rows, batch = first_batch(trainer)
+    rows, batch, rewards_per_func = first_batch_with_rewards(trainer)
     instruction = trainer.args.high_entropy_prompt
     high_prompt_ids = trainer.processing_class(text=to_high_entropy(rows[2]["prompt"], instruction))["input_ids"]
     assert strip_left(batch["prompt_ids"][2], batch["prompt_mask"][2]) == high_prompt_ids
-    weighted = trainer._total_rewards()
-    torch.testing.assert_close(weighted, trainer._rewards_per_func @ torch.tensor([1.0, 0.5]))
+    # Each mode's logged reward is the mean of the weighted total over its completions.
+    weighted = rewards_per_func @ torch.tensor([1.0, 0.5])
+    high = batch[CONTEXT_KEY][:BATCH].bool()
+    assert rewards_per_func[:, 0].unique().numel() > 1 or rewards_per_func[:, 1].unique().numel() > 1
+    logged = trainer._metrics["train"]["policy_split/high_entropy/reward"]
+    assert logged == [pytest.approx(weighted[high].mean().item())]
     trainer.train()
     assert math.isfinite(trainer.state.log_history[0]["policy_split/high_entropy/reward"])
 

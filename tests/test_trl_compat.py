@@ -104,3 +104,40 @@ def test_only_the_listed_trl_attributes_can_be_swapped_and_they_come_back() -> N
     with pytest.raises(ValueError, match="not one of the TRL attributes"):
         with _trl.swapped("trl.trainer.grpo_trainer.GRPOTrainer", object):
             pass
+
+
+def test_no_module_but_the_compat_module_touches_a_private_it_does_not_define() -> None:
+    """Every ``x._name`` in the package is either the package's own (defined somewhere in it) or a TRL hook listed in
+    the pinned surface; any other private (TRL's, transformers', argparse's) goes through `_trl.py`."""
+    import ast
+    from pathlib import Path
+
+    import trl_policysplit
+
+    root = Path(trl_policysplit.__file__).parent
+    trees = {path: ast.parse(path.read_text(encoding="utf-8")) for path in root.rglob("*.py")}
+    own: set[str] = set()
+    for tree in trees.values():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                own.add(node.name)
+            elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+                own.add(node.attr)
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                own.add(node.id)
+    pinned = {path.rsplit(".", 1)[1] for path in (*_trl.PRIVATE_SURFACE, *_trl.PRIVATE_ATTRIBUTES)}
+    found = [
+        f"{path.relative_to(root)}:{node.lineno} .{node.attr}"
+        for path, tree in trees.items()
+        if path.name != "_trl.py"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+        and node.attr not in own | pinned
+    ]
+    assert found == []
+    # It would see one: the compat module reads TRL's metric store, a name the package neither defines nor pins.
+    compat = trees[root / "_trl.py"]
+    assert any(isinstance(node, ast.Attribute) and node.attr == "_metrics" for node in ast.walk(compat))
+    assert "_metrics" not in own | pinned

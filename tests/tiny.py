@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from datasets import Dataset
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -124,7 +125,7 @@ def forward_logps(trainer, batch: dict):
             input_ids,
             attention_mask,
             batch["completion_ids"].size(1),
-            batch_size=getattr(trainer, "_scoring_batch_size", trainer.args.per_device_train_batch_size),
+            batch_size=getattr(trainer, "scoring_batch_size", trainer.args.per_device_train_batch_size),
         )
     return logps
 
@@ -140,3 +141,23 @@ def trainer_logps(trainer, batch: dict):
     if batch.get("sampling_per_token_logps") is not None and trainer._sampler_logps_are_model_logps():
         return batch["sampling_per_token_logps"]
     return forward_logps(trainer, batch)
+
+
+def generate_with_rewards(trainer, rows: list) -> tuple[dict, Any]:
+    """`_generate_and_score_completions(rows)` and the rewards TRL gathered for it (every process's, per function):
+    checks of the shaping math recompute the advantages from them. The trainer keeps no rewards after the call, so
+    the test listens to `_calculate_rewards` on this instance for the call's length."""
+    captured = []
+    calculate = trainer._calculate_rewards
+
+    def listening(*args, **kwargs):
+        captured.append(calculate(*args, **kwargs))
+        return captured[-1]
+
+    trainer._calculate_rewards = listening
+    try:
+        batch = trainer._generate_and_score_completions(rows)
+    finally:
+        del trainer._calculate_rewards
+    assert len(captured) == 1
+    return batch, captured[0]

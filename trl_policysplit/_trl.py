@@ -4,7 +4,9 @@ The trainers override or call private hooks of `GRPOTrainer` (and of transformer
 rename them or change their arguments, and a user would then see a `TypeError` from inside a hook at step 0. This
 module lists every such member with the parameters the trainers pass, and `check_private_surface` (run by
 `import trl_policysplit`) compares them with the installed versions: a mismatch is one `ImportError` that names the
-installed trl, the member, and the supported range.
+installed trl, the member, and the supported range. It is also the only module that reads or writes such a private
+(the accessors at the end: TRL's metric store and completions log, its tokenizer, transformers' DeepSpeed config,
+a model's source path, argparse's option list); a test fails on any other use in the package.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.metadata import version
 
+import torch
 from packaging.specifiers import SpecifierSet
 
 SUPPORTED_TRL_RANGE = ">=1.16.0,<1.17"  # setup.cfg declares the same; 1.16.0 is the only release in it
@@ -27,6 +30,7 @@ TRL_VLLM_RANGE = ("0.22.0", "0.31.0")  # the vLLM versions TRL 1.16 accepts (trl
 _GRPO = "trl.trainer.grpo_trainer.GRPOTrainer"
 _TRAINER = "transformers.trainer.Trainer"
 _VLLM = "trl.generation.vllm_generation.VLLMGeneration"
+_VLLM_CLIENT = "trl.generation.vllm_client.VLLMClient"
 
 # member -> the leading parameters the package passes (positionally or by these names); later ones must have defaults.
 PRIVATE_SURFACE: dict[str, tuple[str, ...]] = {
@@ -58,6 +62,7 @@ PRIVATE_SURFACE: dict[str, tuple[str, ...]] = {
     f"{_VLLM}._init_vllm": ("self",),
     f"{_VLLM}.sync_weights": ("self",),
     f"{_VLLM}._iter_named_params": ("self",),
+    f"{_VLLM_CLIENT}._post": ("self", "url"),  # `collective_rpc`: TRL's client has no public call for it
 }
 # Class attributes read by the model card.
 PRIVATE_ATTRIBUTES: tuple[str, ...] = (
@@ -163,3 +168,82 @@ def swapped(path: str, value: object) -> Iterator[None]:
         yield
     finally:
         setattr(module, name, original)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Accessors: every read or write of a TRL/transformers private the trainers need goes through one of these.
+
+
+def metrics(trainer: object, mode: str) -> dict[str, list[float]]:
+    """The trainer's per-mode metric lists, which TRL averages into each log (`GRPOTrainer._metrics`)."""
+    return trainer._metrics[mode]
+
+
+def replace_logged_advantages(trainer: object, advantages: torch.Tensor) -> None:
+    """TRL keeps the advantages it computed for its completions table (`_logs["advantages"]`): show these instead."""
+    logged = trainer._logs["advantages"]
+    for _ in range(min(advantages.numel(), len(logged))):
+        logged.pop()
+    logged.extend(advantages.tolist())
+
+
+def pad_token_id(trainer: object) -> int:
+    """The pad token TRL pads prompts with (`GRPOTrainer._tokenizer`, the tokenizer of a processor too)."""
+    return trainer._tokenizer.pad_token_id
+
+
+def model_source(model: object) -> str:
+    """Where a model or model id came from (`PretrainedConfig._name_or_path` for a loaded model)."""
+    return model if isinstance(model, str) else str(model.config._name_or_path)
+
+
+@contextmanager
+def card_identity(trainer: object, identity: dict[str, object]) -> Iterator[None]:
+    """Shadow TRL's model-card class attributes (`_tag_names`, `_name`, `_paper`) on the instance for one call."""
+    unknown = [name for name in identity if f"{_GRPO}.{name}" not in PRIVATE_ATTRIBUTES]
+    if unknown:
+        raise ValueError(f"{unknown} are not TRL model-card attributes")
+    shadowed = {name: trainer.__dict__[name] for name in identity if name in trainer.__dict__}
+    trainer.__dict__.update(identity)
+    try:
+        yield
+    finally:
+        for name in identity:
+            del trainer.__dict__[name]
+        trainer.__dict__.update(shadowed)
+
+
+def collective_rpc(client: object, method: str, *args: str) -> dict:
+    """Call ``method`` on every vLLM worker of a `trl vllm-serve` server (its ``/collective_rpc`` route)."""
+    return client._post(f"{client.base_url}/collective_rpc", json={"method": method, "args": list(args)})
+
+
+def drop_gguf_model_name(config: object) -> None:
+    """Forget the name transformers' GGUF loader stores on a config (`_model_name_or_path`, the file's
+    ``general.name``, not a path), so a converted model does not save it."""
+    config.__dict__.pop("_model_name_or_path", None)
+
+
+def parser_actions(parser: object) -> list:
+    """Every option of an argparse (TRL's `TrlParser`) parser: argparse has no public call that lists them."""
+    return list(parser._actions)
+
+
+def add_action(group: object, action: object) -> None:
+    """Add an existing option to an argparse group (no public call takes an action object)."""
+    group._add_action(action)
+
+
+def rebuild_deepspeed_config(original: object, adjusted: object) -> list[str]:
+    """Re-derive transformers' DeepSpeed config for ``adjusted`` (a copy of the training arguments ``original`` with
+    other batch sizes), since transformers read the batch sizes into it when the arguments were built. Returns the
+    mismatches the new sizes cause with values the DeepSpeed config fixes (empty when all are "auto")."""
+    from accelerate.utils import DeepSpeedPlugin
+    from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
+
+    adjusted.hf_deepspeed_config = HfTrainerDeepSpeedConfig(original.deepspeed)
+    adjusted.hf_deepspeed_config.trainer_config_process(adjusted)
+    before = original.hf_deepspeed_config.mismatches
+    new = [mismatch for mismatch in adjusted.hf_deepspeed_config.mismatches if mismatch not in before]
+    adjusted.deepspeed_plugin = DeepSpeedPlugin(hf_ds_config=adjusted.hf_deepspeed_config)
+    return new

@@ -1,15 +1,12 @@
-"""Cross-process helpers: TRL lets one question's group span processes, so group statistics are taken
-over rows gathered from every process, then each process keeps its own rows."""
+"""Cross-process helpers: TRL lets one question's group span processes, so the trainers run the functional core's
+group steps on rows gathered from every process (`gather_padded`), then each process keeps its own rows
+(`local_rows`). Every process computes the same result, so they take the same decisions."""
 
 from __future__ import annotations
-
-from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-
-from .functional import dual_mode_internal_rewards
 
 
 def world() -> tuple[int, int]:
@@ -44,38 +41,3 @@ def local_rows(gathered: torch.Tensor, num_rows: int, width: int | None = None) 
     _, rank = world()
     part = gathered[rank * num_rows : (rank + 1) * num_rows]
     return part if width is None else part[:, :width]
-
-
-class GatheredRows(NamedTuple):
-    """Tensors of all processes, rows in global order (whole question groups)."""
-
-    surprisal_own: torch.Tensor
-    surprisal_cross: torch.Tensor
-    mask: torch.Tensor
-    is_high_entropy: torch.Tensor
-
-
-def dual_mode_internal_rewards_across_processes(
-    surprisal_own: torch.Tensor,
-    surprisal_cross: torch.Tensor,
-    mask: torch.Tensor,
-    is_high_entropy: torch.Tensor,
-    group_size: int,
-    **kwargs,
-) -> tuple[torch.Tensor, torch.Tensor | None, GatheredRows]:
-    """[`dual_mode_internal_rewards`] on the global batch, returning this process's rows.
-
-    Equals the single-process result whatever the split of a group across processes. Also returns the
-    gathered inputs so callers can compute global metrics without gathering again.
-    """
-    rows, width = surprisal_own.shape
-    gathered = GatheredRows(
-        gather_padded(surprisal_own.float()),
-        gather_padded(surprisal_cross.float()),
-        gather_padded(mask.long()),
-        gather_padded(is_high_entropy.bool()),
-    )
-    own, cross = dual_mode_internal_rewards(*gathered, group_size, **kwargs)
-    own = local_rows(own, rows, width)
-    cross = None if cross is None else local_rows(cross, rows, width)
-    return own, cross, gathered

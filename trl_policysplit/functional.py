@@ -8,6 +8,8 @@ processes or loops in Python over rows or tokens, so trainers, tests and users c
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -313,7 +315,7 @@ def asym_advantages(
         if not high > low:
             raise ValueError(f"reward_range must be (low, high) with low < high, got {reward_range}.")
         unit = (grouped - low) / (high - low)
-        outside = scored & ((unit < -_EPS) | (unit > 1 + _EPS))
+        outside = outside_reward_range(grouped, (low, high))
         if outside.any():
             value = grouped[outside][0].item()
             raise ValueError(f"reward {value} is outside reward_range {reward_range}.")
@@ -490,3 +492,425 @@ def mean_of_sequence_means(values: torch.Tensor, mask: torch.Tensor) -> torch.Te
     sums = values.float().masked_fill(~valid, 0.0).sum(dim=1)
     has_tokens = counts > 0
     return (sums[has_tokens] / counts[has_tokens]).mean()  # the mean of no rows is nan
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Steps (ALGORITHMS.md §5.1): one function per step of a method, from the batch's tensors and the config's values to
+# ``(result, metrics)``. Steps on whole question groups take every process's rows (the trainers gather them) and
+# return float metrics; steps on one loss micro-batch return ``TokenSums`` (``[sum, count]`` over its valid tokens),
+# which the trainer sums over processes before dividing. Steps with nothing to log return their result alone.
+
+Metrics = dict[str, float]
+TokenSums = dict[str, torch.Tensor]
+
+
+def token_sums(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``[sum of values at valid tokens, number of valid tokens]`` as a float tensor (a ``TokenSums`` entry)."""
+    valid = mask.bool()
+    return torch.stack([values.detach().float().masked_fill(~valid, 0.0).sum(), valid.sum().float()])
+
+
+def _mean(values: torch.Tensor) -> float:
+    """Mean as a float, NaN for no values (TRL's `log` leaves NaN out of its average)."""
+    return values.float().mean().item() if values.numel() else math.nan
+
+
+def _fraction(count: torch.Tensor, total: torch.Tensor) -> float:
+    total = float(total)
+    return float(count) / total if total > 0 else math.nan
+
+
+def outside_reward_range(rewards: torch.Tensor, reward_range: tuple[float, float]) -> torch.Tensor:
+    """``(N,)`` bool: scored rewards outside ``reward_range`` (by more than float noise); NaN is never outside."""
+    low, high = (float(value) for value in reward_range)
+    tolerance = _EPS * max(1.0, high - low)
+    return ~torch.isnan(rewards) & ((rewards < low - tolerance) | (rewards > high + tolerance))
+
+
+def grpo_advantages(
+    rewards_per_func: torch.Tensor,
+    weights: torch.Tensor,
+    group_size: int,
+    scale_rewards: str = "group",
+    aggregation: str = "sum_then_normalize",
+) -> torch.Tensor:
+    """GRPO's advantage as `GRPOTrainer` computes it, for a group size of the caller's choice (Policy Split's per-mode
+    ablation groups each mode's ``n`` rows): ``scale_rewards`` ``group``/``batch``/``none`` and TRL's two
+    ``multi_objective_aggregation`` rules; a completion no function scored gets 0. ``(N, F)`` -> ``(N,)``."""
+    _check_groups(rewards_per_func.size(0), group_size)
+    if aggregation == "sum_then_normalize":
+        rewards = weighted_total_reward(rewards_per_func.float(), weights)
+        if scale_rewards != "batch":
+            return group_normalized_advantages(rewards, group_size, scale=scale_rewards != "none")
+        centred = rewards - torch.nanmean(rewards.reshape(-1, group_size), dim=1).repeat_interleave(group_size)
+        return torch.nan_to_num(centred / (_nanstd(rewards) + _TRL_STD_EPS), nan=0.0)
+    if aggregation == "normalize_then_sum":
+        grouped = rewards_per_func.float().reshape(-1, group_size, rewards_per_func.size(1))
+        mean = torch.nanmean(grouped, dim=1, keepdim=True)
+        std = _nanstd(grouped, dim=1) if group_size > 1 else torch.zeros_like(mean)
+        normalized = ((grouped - mean) / (std + _TRL_STD_EPS)).reshape(rewards_per_func.shape)
+        # A function's NaN z-score (fewer than two scored values in the group) counts as 0; only a completion no
+        # function scored is left out.
+        weights = torch.as_tensor(weights, dtype=normalized.dtype, device=normalized.device)
+        rewards = (normalized * weights).nansum(dim=1)
+        rewards = rewards.masked_fill(torch.isnan(rewards_per_func).all(dim=1), float("nan"))
+        return torch.nan_to_num((rewards - torch.nanmean(rewards)) / (_nanstd(rewards) + _TRL_STD_EPS), nan=0.0)
+    raise ValueError(f"aggregation must be 'sum_then_normalize' or 'normalize_then_sum', got {aggregation!r}.")
+
+
+def _nanstd(values: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Unbiased standard deviation ignoring NaN (NaN with fewer than two values), keeping ``dim``."""
+    if dim is None:
+        values, dim = values.reshape(-1), 0
+    count = (~torch.isnan(values)).sum(dim=dim, keepdim=True)
+    squared = (values - torch.nanmean(values, dim=dim, keepdim=True)).square()
+    variance = torch.nanmean(squared, dim=dim, keepdim=True) * count / (count - 1)
+    return variance.masked_fill(count <= 1, float("nan")).sqrt()
+
+
+def advantage_metrics(
+    advantages: torch.Tensor, rewards: torch.Tensor, correct: torch.Tensor, group_size: int
+) -> Metrics:
+    """Means of the positive and negative advantages, and the share of groups solved by none or by all of their
+    scored completions."""
+    scored = ~torch.isnan(rewards).reshape(-1, group_size)
+    hits = correct.bool().reshape(-1, group_size)
+    has_scored = scored.any(dim=1)
+    return {
+        "advantage/pos_mean": _mean(advantages[advantages > 0]),
+        "advantage/neg_mean": _mean(advantages[advantages < 0]),
+        "advantage/frac_groups_solved_none": _mean(has_scored & ~hits.any(dim=1)),
+        "advantage/frac_groups_solved_all": _mean(has_scored & (hits | ~scored).all(dim=1)),
+    }
+
+
+def dipo_step(
+    rewards: torch.Tensor,
+    correct: torch.Tensor,
+    ppl: torch.Tensor,
+    group_size: int,
+    threshold: float | None,
+    valid_split: bool,
+    ppl_alpha: float,
+    asymmetric: bool = False,
+    beta_pos: float = 0.9,
+    beta_neg: float = 0.4,
+    scale: bool = True,
+) -> tuple[torch.Tensor, Metrics]:
+    """DiPO's reallocation (§3): ``ppl_alpha`` times the advantage rule (AsymGRPO's, or GRPO's group normalization)
+    on the reallocated rewards, in groups that have no signal of their own (every completion scored and all rewards
+    equal) and that the threshold ``tau`` marks; 0 elsewhere. ``threshold``/``valid_split`` come from the perplexity
+    queue (`perplexity_threshold`). Returns the term to add to the advantages, ``(N,)``, and DiPO's metrics."""
+    scored = ~torch.isnan(rewards)
+    reallocated, active = reallocated_rewards(correct, ppl, group_size, threshold if valid_split else None)
+    fully_scored = scored.reshape(-1, group_size).all(dim=1).repeat_interleave(group_size)
+    active = active & uniform_reward_groups(rewards, group_size) & fully_scored
+    if asymmetric:
+        rule = asym_advantages(reallocated, group_size, beta_pos, beta_neg)
+    else:
+        rule = group_normalized_advantages(reallocated, group_size, scale=scale)
+    group_active = active.reshape(-1, group_size)[:, 0]
+    group_correct = correct.bool().reshape(-1, group_size)[:, 0]
+    metrics = {
+        "dipo/threshold": threshold if threshold is not None else math.nan,
+        "dipo/valid_split": float(valid_split),
+        "dipo/frac_groups_up": _mean(group_active & ~group_correct),
+        "dipo/frac_groups_down": _mean(group_active & group_correct),
+    }
+    return (ppl_alpha * rule * active).to(rewards.dtype), metrics
+
+
+# --- Policy Split (§1)
+
+
+def policy_split_modes(num_rows: int, group_size: int, first_row: int = 0) -> torch.Tensor:
+    """``(num_rows,)`` bool, True for the high-entropy rows: the second half of each question's ``group_size`` rows,
+    counting from row ``first_row`` of the global batch (a process's first row)."""
+    return (first_row + torch.arange(num_rows)) % group_size >= group_size // 2
+
+
+class CrossPairInputs(NamedTuple):
+    """Every completion behind its own prompt (rows ``0..N-1``) and behind the other mode's (rows ``N..2N-1``),
+    prompts left-padded to one width: the model inputs of Policy Split's scoring forward and of its doubled batch."""
+
+    prompt_ids: torch.Tensor
+    prompt_mask: torch.Tensor
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+
+
+def cross_pair_inputs(
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    cross_prompt_ids: torch.Tensor,
+    cross_prompt_mask: torch.Tensor,
+    completion_ids: torch.Tensor,
+    completion_mask: torch.Tensor,
+    pad_token_id: int,
+) -> CrossPairInputs:
+    """Policy Split's cross inputs (§1.2): the same completion token ids under both prompts, in one batch."""
+    width = max(prompt_ids.size(1), cross_prompt_ids.size(1))
+
+    def left_padded(tensor: torch.Tensor, value: int) -> torch.Tensor:
+        return F.pad(tensor, (width - tensor.size(1), 0), value=value)
+
+    both_prompts = torch.cat([left_padded(prompt_ids, pad_token_id), left_padded(cross_prompt_ids, pad_token_id)])
+    both_masks = torch.cat([left_padded(prompt_mask, 0), left_padded(cross_prompt_mask, 0)])
+    input_ids = torch.cat([both_prompts, torch.cat([completion_ids, completion_ids])], dim=1)
+    attention_mask = torch.cat([both_masks, torch.cat([completion_mask, completion_mask])], dim=1)
+    return CrossPairInputs(both_prompts, both_masks, input_ids, attention_mask)
+
+
+def kl_high_entropy_to_normal(
+    own_logps: torch.Tensor, cross_logps: torch.Tensor, mask: torch.Tensor, is_high_entropy: torch.Tensor
+) -> float:
+    """KL(HE -> normal) of a batch as the paper measures it: per HE completion the mean over its tokens of ``log p_HE -
+    log p_normal`` (own minus cross log-probs), then the mean over HE completions; NaN without any."""
+    high = is_high_entropy.bool()
+    return mean_of_sequence_means((own_logps.float() - cross_logps.float())[high], mask[high]).item()
+
+
+@dataclass(frozen=True)
+class DualModeSettings:
+    """The config values Policy Split's advantage step reads (`PolicySplitConfig`'s fields of the same names, with
+    the ``eta_high`` the drift guard adapted)."""
+
+    alpha: float
+    eta_high: float
+    eta_normal: float
+    kappa: float
+    bonus_normalization: str = "zscore"
+    bonus_low_quantile: float = 0.0
+    share_rollouts: bool = True
+    entropy_estimator: str = "surprisal"
+    mode_kl_coef: float = 0.0
+    bonus_uniform_reward_groups_only: bool = False
+    cross_importance_sampling: str = "none"
+    cross_importance_cap: float = 2.0
+
+    @classmethod
+    def from_config(cls, config: object, eta_high: float) -> DualModeSettings:
+        values = {name: getattr(config, name) for name in cls.__dataclass_fields__ if name != "eta_high"}
+        return cls(eta_high=eta_high, **values)
+
+
+class DualModeAdvantages(NamedTuple):
+    """Per-token advantages of the generated rows under their own context and, with shared rollouts, of their cross
+    pairs (None without); ``cross_weights`` are the cross rows' importance weights already folded in (None if off)."""
+
+    own: torch.Tensor
+    cross: torch.Tensor | None
+    cross_weights: torch.Tensor | None
+
+
+def _clamp_sums(raw: torch.Tensor, clamped: torch.Tensor, mask: torch.Tensor, high_context: torch.Tensor):
+    """``[[clamped, tokens] normal context, [clamped, tokens] HE context]`` for one set of rows."""
+    valid = mask.bool()
+    active = (raw != clamped) & valid
+    high = high_context.bool().unsqueeze(1)
+    return torch.stack(
+        [
+            torch.stack([(active & ~high).sum(), (valid & ~high).sum()]),
+            torch.stack([(active & high).sum(), (valid & high).sum()]),
+        ]
+    ).float()
+
+
+def policy_split_step(
+    base_advantages: torch.Tensor,
+    rewards: torch.Tensor,
+    own_logps: torch.Tensor,
+    cross_logps: torch.Tensor,
+    mask: torch.Tensor,
+    is_high_entropy: torch.Tensor,
+    group_size: int,
+    settings: DualModeSettings,
+    own_entropies: torch.Tensor | None = None,
+    cross_entropies: torch.Tensor | None = None,
+) -> tuple[DualModeAdvantages, Metrics]:
+    """Policy Split's advantages (§1.4, §1.6) on whole question groups (``group_size = 2n`` rows each, the normal
+    mode's first): the internal reward of every row under its own and the other context, zeroed for unscored
+    completions (and outside uniform-reward groups if set), clamped by ``|A|/kappa``, plus the inter-mode KL penalty
+    on HE-context rows (outside the clamp), added to the base advantage; the cross rows' importance weights, if set,
+    scale their advantages. ``*_logps`` are the sampling policy's log-probs of each completion under its own and the
+    other context; ``*_entropies`` replace their surprisals as the estimate with ``entropy_estimator="entropy"``.
+    Metrics: the share of clamped tokens per context and overall, and the cross rows' mean weight per context."""
+    high = is_high_entropy.bool()
+    advantage_group = group_size if settings.share_rollouts else group_size // 2
+    if settings.entropy_estimator == "entropy":
+        if own_entropies is None or cross_entropies is None:
+            raise ValueError('entropy_estimator="entropy" needs own_entropies and cross_entropies.')
+        estimate_own, estimate_cross = own_entropies, cross_entropies
+    else:
+        estimate_own, estimate_cross = -own_logps, -cross_logps
+    own_reward, cross_reward = dual_mode_internal_rewards(
+        estimate_own.float(),
+        estimate_cross.float(),
+        mask,
+        high,
+        group_size,
+        alpha=settings.alpha,
+        eta_high=settings.eta_high,
+        eta_normal=settings.eta_normal,
+        normalization=settings.bonus_normalization,
+        low_quantile=settings.bonus_low_quantile,
+        share_rollouts=settings.share_rollouts,
+    )
+    # Unscored completions carry no signal (TRL's NaN semantics); optionally keep the term in uniform groups only.
+    keep = ~torch.isnan(rewards)
+    if settings.bonus_uniform_reward_groups_only:
+        keep &= uniform_reward_groups(rewards, advantage_group)
+    keep = keep.unsqueeze(1)
+    s_own, s_cross, high_rows = -own_logps.float(), -cross_logps.float(), high.unsqueeze(1)
+    # The restoring force on HE-context rows: own rows of HE completions (Q2), cross rows of normal ones (Q4).
+    own_penalty = inter_mode_kl_penalty(s_cross, s_own, mask, settings.mode_kl_coef) * high_rows * keep
+    base = base_advantages.reshape(-1, 1)
+    own_reward = own_reward * keep
+    own_clamped = clamp_by_advantage(own_reward, base, settings.kappa)
+    own = base + own_clamped + own_penalty.to(own_clamped.dtype)
+    clamp_sums = _clamp_sums(own_reward, own_clamped, mask, high)
+    cross = weights = None
+    metrics: Metrics = {}
+    if settings.share_rollouts:
+        cross_penalty = inter_mode_kl_penalty(s_own, s_cross, mask, settings.mode_kl_coef) * ~high_rows * keep
+        cross_reward = cross_reward * keep
+        cross_clamped = clamp_by_advantage(cross_reward, base, settings.kappa)
+        clamp_sums = clamp_sums + _clamp_sums(cross_reward, cross_clamped, mask, ~high)
+        cross = base + cross_clamped + cross_penalty.to(cross_clamped.dtype)
+        if settings.cross_importance_sampling != "none":
+            # Off-policy correction folded into the advantages: every TRL loss is linear in a non-negative per-token
+            # scale of the advantage, and TRL reads its own IS slot only with vLLM.
+            weights = cross_importance_weights(
+                own_logps, cross_logps, mask, settings.cross_importance_sampling, settings.cross_importance_cap
+            )
+            cross = cross * weights.to(cross.dtype)
+            metrics.update(_cross_weight_metrics(weights, mask, high, settings.cross_importance_cap))
+    for index, name in enumerate(("normal", "high_entropy")):
+        metrics[f"policy_split/{name}/clamp_frac"] = _fraction(*clamp_sums[index])
+    metrics["policy_split/clamp_frac"] = _fraction(*clamp_sums.sum(dim=0))
+    return DualModeAdvantages(own, cross, weights), metrics
+
+
+def _cross_weight_metrics(weights: torch.Tensor, mask: torch.Tensor, is_high: torch.Tensor, cap: float) -> Metrics:
+    """Mean importance weight of the cross rows' tokens per training context, and the share at the cap. A cross row
+    is trained under the other mode's prompt: normal completions under the HE one (Q4), and back."""
+    valid = mask.bool()
+    capped = (weights >= cap * (1 - 1e-6)) & valid
+    metrics: Metrics = {}
+    for name, completions in (("high_entropy", ~is_high), ("normal", is_high)):
+        rows = valid & completions.unsqueeze(1)
+        count = rows.sum()
+        metrics[f"policy_split/cross_is_weight/{name}_context"] = _fraction((weights * rows).sum(), count)
+        metrics[f"policy_split/cross_is_capped_frac/{name}_context"] = _fraction((capped & rows).sum(), count)
+    return metrics
+
+
+def policy_split_mode_metrics(
+    rewards: torch.Tensor,
+    completion_ids: torch.Tensor,
+    mask: torch.Tensor,
+    is_high_entropy: torch.Tensor,
+    own_logps: torch.Tensor,
+    cross_logps: torch.Tensor,
+    group_size: int,
+    correct_threshold: float,
+    share_rollouts: bool = True,
+) -> Metrics:
+    """Per-mode metrics of §1.5 on whole question groups: completions, trained sequences, reward, length,
+    surprisal, distinct correct completions per question, and the inter-mode KL twice: ``kl_<from>_to_<to>`` as the
+    paper averages it (per completion over its tokens, then over the mode's completions) and ``..._token``
+    token-weighted (the mode's token sum over its token count)."""
+    mask = mask.float()
+    high = is_high_entropy.bool()
+    correct = rewards > correct_threshold  # NaN compares False
+    lengths = mask.sum(dim=1)
+    surprisal_own = -own_logps.float()
+    cross_minus_own = (own_logps.float() - cross_logps.float()) * mask
+    metrics: Metrics = {}
+    for name in ("normal", "high_entropy"):
+        rows = high if name == "high_entropy" else ~high
+        tokens = lengths[rows].sum()
+        prefix = f"policy_split/{name}"
+        metrics[f"{prefix}/completions"] = float(rows.sum())
+        metrics[f"{prefix}/train_sequences"] = float(rows.sum()) * (2 if share_rollouts else 1)
+        metrics[f"{prefix}/reward"] = torch.nanmean(rewards[rows]).item()
+        metrics[f"{prefix}/completion_length"] = _mean(lengths[rows])
+        metrics[f"{prefix}/surprisal"] = _fraction((surprisal_own * mask)[rows].sum(), tokens)
+        distinct = distinct_correct_per_group(completion_ids, mask, correct & rows, group_size)
+        metrics[f"{prefix}/distinct_correct"] = _mean(distinct)
+        kl_name = "kl_normal_to_high_entropy" if name == "normal" else "kl_high_entropy_to_normal"
+        metrics[f"policy_split/{kl_name}"] = mean_of_sequence_means(cross_minus_own[rows], mask[rows]).item()
+        metrics[f"policy_split/{kl_name}_token"] = _fraction(cross_minus_own[rows].sum(), tokens)
+    return metrics
+
+
+def mode_entropy_sums(
+    entropies: torch.Tensor, mask: torch.Tensor, context: torch.Tensor, is_cross: torch.Tensor
+) -> TokenSums:
+    """Per-mode entropy of a loss micro-batch over each mode's own rollouts (cross rows left out), as ``TokenSums``."""
+    own = mask.bool() & ~is_cross.bool().unsqueeze(1)
+    high = context.bool().unsqueeze(1)
+    return {
+        "policy_split/normal/entropy": token_sums(entropies, own & ~high),
+        "policy_split/high_entropy/entropy": token_sums(entropies, own & high),
+    }
+
+
+# --- Entropy-guided baselines on one loss micro-batch (§4)
+
+
+def entropy_advantage_step(
+    advantages: torch.Tensor, entropies: torch.Tensor, mask: torch.Tensor, alpha: float, kappa: float
+) -> tuple[torch.Tensor, TokenSums]:
+    """The entropy advantage (arXiv 2506.14758): ``A_t + min(alpha * H_t, |A_t| / kappa)``, ``(N, T)`` in the
+    advantages' dtype."""
+    bonus = entropy_advantage_bonus(entropies, advantages, alpha, kappa)
+    token_adv = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages
+    return token_adv + bonus.to(token_adv.dtype), {"entropy_advantage/mean_bonus": token_sums(bonus, mask)}
+
+
+def clip_cov_step(
+    logps: torch.Tensor,
+    old_logps: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    ratio: float,
+    lower: float,
+    upper: float,
+    epsilon_low: float,
+    epsilon_high: float,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, TokenSums]:
+    """Clip-Cov (arXiv 2505.22617): the log-probs the loss uses, with the gradient of `clip_cov_mask`'s tokens
+    detached; tokens PPO's clip already cuts are not drawn (the reference implementation draws among the others)."""
+    ratios = torch.exp(logps.detach() - old_logps)
+    token_adv = _token_advantages(advantages, ratios)
+    clipped = (ratios > 1 + epsilon_high) & (token_adv > 0)
+    clipped |= (ratios < 1 - epsilon_low) & (token_adv < 0)
+    selected = clip_cov_mask(logps, advantages, mask, ratio, lower, upper, ~clipped, generator)
+    shaped = torch.where(selected, logps.detach(), logps)
+    return shaped, {
+        "clip_cov/frac_tokens": token_sums(selected.float(), mask),
+        "clip_cov/mean_covariance": token_sums(token_covariance(logps, advantages, mask), mask),
+    }
+
+
+def kl_cov_step(
+    logps: torch.Tensor,
+    old_logps: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    ratio: float,
+    coef: float,
+) -> tuple[torch.Tensor, TokenSums]:
+    """KL-Cov (arXiv 2505.22617): ``coef * |logp - old_logp|`` on `kl_cov_mask`'s tokens, averaged over the
+    micro-batch's valid tokens as the reference implementation's token-mean loss (a 0-dim tensor with gradient, to add
+    to the loss). It is 0 on a rollout's first update (``logp == old_logp``)."""
+    selected = kl_cov_mask(logps, advantages, mask, ratio)
+    penalty = coef * (logps - old_logps).abs() * selected
+    valid = mask.to(penalty.dtype)
+    return (penalty * valid).sum() / valid.sum().clamp(min=1), {
+        "kl_cov/penalty": token_sums(penalty, mask),
+        "kl_cov/frac_tokens": token_sums(selected.float(), mask),
+        "kl_cov/mean_covariance": token_sums(token_covariance(logps, advantages, mask), mask),
+    }

@@ -3,15 +3,21 @@ reward reallocation (§3), for every trainer of the package.
 
 TRL computes rewards and GRPO advantages; this class post-processes them from the rewards of all processes
 (which TRL gathers anyway), so a question's group may span processes and every process takes the same
-decisions. Policy Split calls [`AdvantageShapingTrainer._shape_advantages`] itself, after its scoring forward,
-so that DiPO reuses those log-probs.
+decisions. Policy Split calls `_shape_advantages` itself from `_after_generation`, after its scoring forward, so that
+DiPO reuses those log-probs.
+
+The math is in `functional.py`'s steps; this class only moves tensors between TRL's hooks and them.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,20 +26,20 @@ from transformers.utils import logging
 from trl import GRPOConfig, GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
-from ._trl import check_instance
+from ._trl import card_identity as trl_card_identity
+from ._trl import check_instance, metrics, model_source, replace_logged_advantages
 from .diagnostics import dipo_warnings
 from .distributed import local_rows
 from .functional import (
+    advantage_metrics,
     asym_advantages,
-    clip_cov_mask,
-    entropy_advantage_bonus,
-    group_normalized_advantages,
-    kl_cov_mask,
+    clip_cov_step,
+    dipo_step,
+    entropy_advantage_step,
+    kl_cov_step,
+    outside_reward_range,
     perplexity_threshold,
-    reallocated_rewards,
     sequence_perplexity,
-    token_covariance,
-    uniform_reward_groups,
     weighted_total_reward,
 )
 from .model_card import (
@@ -52,7 +58,6 @@ from .vllm_cpu import vllm_setup
 logger = logging.get_logger(__name__)
 
 PERPLEXITY_QUEUE_FILE = "perplexity_queue.pt"
-_RANGE_TOLERANCE = 1e-6
 
 
 class PerplexityQueue:
@@ -82,62 +87,119 @@ class PerplexityQueue:
             self.push(ppl, correct)
 
 
+@dataclass
+class GenerationRecord:
+    """What TRL's hooks inside one `_generate_and_score_completions` call hand to the shaping after it: TRL passes
+    nothing along but its own arguments, so `_calculate_rewards` writes here (see `AdvantageShapingTrainer._within`).
+    """
+
+    rewards_per_func: torch.Tensor | None = None  # every process's rows, as TRL gathered them
+
+
+@dataclass
+class LossRecord:
+    """One micro-batch's `_compute_loss` call. TRL reads ``inputs["advantages"]`` after its policy forward, which the
+    loss shaping intercepts (`_get_per_token_logps_and_entropies`): it edits this copy of the micro-batch (a batch
+    reused by ``num_iterations > 1`` is never shaped twice) and leaves here what the loss call needs afterwards."""
+
+    inputs: dict[str, Any]
+    entropies: torch.Tensor | None = None  # of the policy forward, for per-mode logging
+    penalty: torch.Tensor | None = None  # KL-Cov's term, added to TRL's loss
+    forwarded: bool = False  # only the loss's own policy forward is shaped
+
+
 class AdvantageShapingTrainer(GRPOTrainer):
     """`GRPOTrainer` whose advantages follow the config's shaping flags (asymmetric rule, DiPO reallocation).
 
-    With both flags off it trains exactly like `GRPOTrainer`. Subclasses set `_config_class`.
+    With both flags off it trains exactly like `GRPOTrainer`. Subclasses set `_config_class`. TRL's hooks call each
+    other with fixed arguments, so the record of the call in progress (`GenerationRecord`, `LossRecord`) is the one
+    thing kept on the instance between them, and only for the length of that call.
     """
 
     _config_class: type[AdvantageShapingConfig] = AdvantageShapingConfig
-    # The micro-batch whose loss is being computed, while its policy forward has not run yet (see `_compute_loss`).
-    _loss_inputs: dict[str, Any] | None = None
-    _kl_cov_penalty: torch.Tensor | None = None
-    # Policy Split shapes after its own scoring forward (to reuse its log-probs), not right after generation.
-    _shape_after_generation = True
     # DiPO warns once per reason when it cannot act: non-binary rewards, or no valid split for this many batches.
     dipo_warn_after_batches = 8
-    _dipo_batches_without_split = 0
-    _dipo_warned: frozenset[str] = frozenset()
 
     def __init__(self, model: Any, reward_funcs: Any = None, args: AdvantageShapingConfig | None = None, *a, **kw):
-        if args is None:
-            name = model if isinstance(model, str) else model.config._name_or_path
-            args = self._config_class(output_dir=f"{str(name).rstrip('/').split('/')[-1]}-{self._name}")
-        if not isinstance(args, self._config_class):
-            if not isinstance(args, GRPOConfig) or isinstance(args, AdvantageShapingConfig):
-                raise ValueError(
-                    f"{type(self).__name__} needs `args` to be a {self._config_class.__name__} or a GRPOConfig, got "
-                    f"{type(args).__name__}; build it with {self._config_class.__name__}(...) and the same arguments."
-                )
-            args = self._config_class.from_grpo_config(args)
-            logger.info(
-                "%s got a plain GRPOConfig: using it as a %s, every field kept and the method's own at defaults.",
-                type(self).__name__,
-                self._config_class.__name__,
-            )
-        args = self._trainer_args(args)
-        with vllm_setup(args, model):
-            super().__init__(model, reward_funcs, args, *a, **kw)
+        requested = self._as_config(model, args)
+        run_args = self._trainer_args(requested)
+        with vllm_setup(run_args, model):
+            super().__init__(model, reward_funcs, run_args, *a, **kw)
         check_instance(self)
-        if args.policy_loss == "kl_cov" and not args.kl_cov_keep_ppo_clip:
-            # The reference KL-Cov loss is -A * ratio (no clip) plus its penalty: open TRL's clip range fully.
-            self.epsilon_low = self.epsilon_high = math.inf
-        self._rewards_per_func: torch.Tensor | None = None
-        self.perplexity_queue = PerplexityQueue(args.ppl_queue_batches)
-        self._covariance_draws = 0  # seeds Clip-Cov's random token choice reproducibly
+        self.requested_args = requested  # the user's arguments; `self.args` are the ones the run uses
+        self._call: GenerationRecord | LossRecord | None = None
+        self.perplexity_queue = PerplexityQueue(requested.ppl_queue_batches)
+        self.clip_cov_draws = 0  # Clip-Cov's random token choices so far: seeds the next one reproducibly
+        self._dipo_batches_without_split = 0
+        self._dipo_warned: set[str] = set()
         self._warned_unfollowed_generation = False
 
+    @classmethod
+    def _as_config(cls, model: Any, args: GRPOConfig | None) -> AdvantageShapingConfig:
+        """The trainer's config class from ``args``: defaults when None, every field kept from a plain GRPOConfig."""
+        if args is None:
+            name = model_source(model).rstrip("/").split("/")[-1]
+            return cls._config_class(output_dir=f"{name}-{cls._name}")
+        if isinstance(args, cls._config_class):
+            return args
+        if not isinstance(args, GRPOConfig) or isinstance(args, AdvantageShapingConfig):
+            raise ValueError(
+                f"{cls.__name__} needs `args` to be a {cls._config_class.__name__} or a GRPOConfig, got "
+                f"{type(args).__name__}; build it with {cls._config_class.__name__}(...) and the same arguments."
+            )
+        logger.info(
+            "%s got a plain GRPOConfig: using it as a %s, every field kept and the method's own at defaults.",
+            cls.__name__,
+            cls._config_class.__name__,
+        )
+        return cls._config_class.from_grpo_config(args)
+
     def _trainer_args(self, args: AdvantageShapingConfig) -> AdvantageShapingConfig:
-        """The arguments the trainer runs with; a subclass may return an adjusted copy (never edits the user's)."""
+        """The arguments the run uses: a copy where they differ from the user's (whose object is never edited)."""
+        if args.policy_loss == "kl_cov" and not args.kl_cov_keep_ppo_clip:
+            # The reference KL-Cov loss is -A * ratio (no clip) plus its penalty: TRL's clip range fully open.
+            args = copy.copy(args)
+            args.epsilon = args.epsilon_high = math.inf
         return args
 
+    @contextmanager
+    def _within(self, record: GenerationRecord | LossRecord) -> Iterator[None]:
+        """Make ``record`` the call in progress for the hooks TRL calls inside it."""
+        outer, self._call = self._call, record
+        try:
+            yield
+        finally:
+            self._call = outer
+
     # ----------------------------------------------------------------------------------------------------------
-    # Hooks into GRPOTrainer
+    # Hooks into GRPOTrainer: generation
+
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        recorded = self._records_sampler_logps()
+        record = GenerationRecord()
+        with self._within(record):
+            output = super()._generate_and_score_completions(inputs)
+        sampled = output.get("sampling_per_token_logps")
+        if recorded and sampled is not None and torch.isnan(sampled).any():
+            # A turn went unrecorded: without vLLM, TRL itself has no sampling log-probs, so the batch goes on as in
+            # plain TRL (the shaping's forward and TRL's off-policy mask use computed ones instead).
+            del output["sampling_per_token_logps"]
+        return self._after_generation(output, inputs, record.rewards_per_func)
+
+    def _after_generation(
+        self, output: dict[str, Any], inputs: list[dict[str, Any]], rewards_per_func: torch.Tensor
+    ) -> dict[str, Any]:
+        """TRL's scored batch -> the batch the loss trains on (Policy Split adds its cross pairs here)."""
+        mode = "train" if self.model.training else "eval"
+        group_size = self.num_generations if mode == "train" else self.num_generations_eval
+        return self._shape_advantages(output, rewards_per_func, mode, group_size)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        # TRL gathers every process's rewards here; keep them to reshape advantages over whole groups.
-        self._rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        return self._rewards_per_func
+        # TRL gathers every process's rewards here; the shaping needs them over whole groups.
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        if isinstance(self._call, GenerationRecord):
+            self._call.rewards_per_func = rewards_per_func
+        return rewards_per_func
 
     def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
         # vLLM returns the sampled tokens' log-probs itself; transformers' generate computes them without returning
@@ -178,43 +240,74 @@ class AdvantageShapingTrainer(GRPOTrainer):
         """Whether the shaping reads the sampling policy's log-probs of the generated tokens (DiPO's perplexity)."""
         return self.args.perplexity_reallocation and self.model.training
 
-    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
-        recorded = self._records_sampler_logps()
-        output = super()._generate_and_score_completions(inputs)
-        sampled = output.get("sampling_per_token_logps")
-        if recorded and sampled is not None and torch.isnan(sampled).any():
-            # A turn went unrecorded: without vLLM, TRL itself has no sampling log-probs, so the batch goes on as in
-            # plain TRL (the shaping's forward and TRL's off-policy mask use computed ones instead).
-            del output["sampling_per_token_logps"]
-        if self._shape_after_generation:
-            mode = "train" if self.model.training else "eval"
-            group_size = self.num_generations if mode == "train" else self.num_generations_eval
-            output = self._shape_advantages(output, mode, group_size)
-        return output
+    # ----------------------------------------------------------------------------------------------------------
+    # Hooks into GRPOTrainer: the loss
 
     def _compute_loss(self, model, inputs):
-        args = self.args
-        if args.policy_loss == "ppo" and args.entropy_advantage_alpha == 0:
-            return super()._compute_loss(model, inputs)
-        # TRL's loss reads the advantages after its policy forward, which `_get_per_token_logps_and_entropies`
-        # intercepts: the loss-shaping rules (ALGORITHMS.md §4) act there, on a copy of the micro-batch, so a batch
-        # reused by num_iterations > 1 is never shaped twice.
-        self._loss_inputs = dict(inputs)
-        try:
-            loss = super()._compute_loss(model, self._loss_inputs)
-        finally:
-            self._loss_inputs = None
-        if self._kl_cov_penalty is not None:
-            loss = loss + self._kl_cov_penalty
-            self._kl_cov_penalty = None
+        record = LossRecord(dict(inputs))
+        with self._within(record):
+            loss = super()._compute_loss(model, record.inputs)
+        if record.penalty is not None:
+            loss = loss + record.penalty
+        self._after_loss(record)
         return loss
+
+    def _after_loss(self, record: LossRecord) -> None:
+        """What a subclass logs from a finished loss call (Policy Split: per-mode entropies)."""
 
     def _get_per_token_logps_and_entropies(self, *args, **kwargs):
         logps, entropies, aux_loss = super()._get_per_token_logps_and_entropies(*args, **kwargs)
-        inputs, self._loss_inputs = self._loss_inputs, None  # only the loss's own policy forward
-        if inputs is not None:
-            logps = self._shape_loss(inputs, logps, entropies)
+        record = self._call
+        if isinstance(record, LossRecord) and not record.forwarded:
+            record.forwarded = True
+            record.entropies = entropies
+            logps = self._shape_loss(record, logps, entropies)
         return logps, entropies, aux_loss
+
+    def _shape_loss(self, record: LossRecord, logps: torch.Tensor, entropies: torch.Tensor | None) -> torch.Tensor:
+        """Entropy advantage, Clip-Cov or KL-Cov (ALGORITHMS.md §4) on one micro-batch; returns the log-probs the
+        loss uses, and leaves shaped advantages and KL-Cov's penalty in ``record``."""
+        args, inputs = self.args, record.inputs
+        if args.policy_loss == "ppo" and args.entropy_advantage_alpha == 0:
+            return logps
+        mode = "train" if self.model.training else "eval"
+        mask = loss_mask(inputs)
+        sums: dict[str, torch.Tensor] = {}
+        if args.entropy_advantage_alpha > 0:
+            inputs["advantages"], step_sums = entropy_advantage_step(
+                inputs["advantages"], entropies, mask, args.entropy_advantage_alpha, args.entropy_advantage_kappa
+            )
+            sums.update(step_sums)
+        old_logps = inputs.get("old_per_token_logps")
+        old_logps = logps.detach() if old_logps is None else old_logps
+        if args.policy_loss == "clip_cov":
+            generator = torch.Generator().manual_seed(args.seed * 1_000_003 + self.clip_cov_draws)
+            self.clip_cov_draws += 1
+            logps, step_sums = clip_cov_step(
+                logps,
+                old_logps,
+                inputs["advantages"],
+                mask,
+                args.clip_cov_ratio,
+                args.clip_cov_lb,
+                args.clip_cov_ub,
+                self.epsilon_low,
+                self.epsilon_high,
+                generator,
+            )
+            sums.update(step_sums)
+        elif args.policy_loss == "kl_cov":
+            penalty, step_sums = kl_cov_step(
+                logps, old_logps, inputs["advantages"], mask, args.kl_cov_ratio, args.kl_cov_coef
+            )
+            accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1
+            record.penalty = penalty / accumulation
+            sums.update(step_sums)
+        self._log_token_means(mode, sums)
+        return logps
+
+    # ----------------------------------------------------------------------------------------------------------
+    # Checkpoints and saving
 
     def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
         super()._save_optimizer_and_scheduler(output_dir)
@@ -237,64 +330,59 @@ class AdvantageShapingTrainer(GRPOTrainer):
             self.perplexity_queue.load_state_dict(torch.load(path, weights_only=True))
 
     # ----------------------------------------------------------------------------------------------------------
-    # Shaping
-
-    def _total_rewards(self) -> torch.Tensor:
-        """Weighted reward of every generated completion of all processes; NaN where nothing scored it."""
-        return weighted_total_reward(self._rewards_per_func, self.reward_weights)
+    # Advantage shaping (ALGORITHMS.md §2, §3)
 
     def _shape_advantages(
-        self, output: dict[str, Any], mode: str, group_size: int, logps: torch.Tensor | None = None
+        self,
+        output: dict[str, Any],
+        rewards_per_func: torch.Tensor,
+        mode: str,
+        group_size: int,
+        logps: torch.Tensor | None = None,
+        base: torch.Tensor | None = None,
     ) -> dict[str, Any]:
-        """Replace TRL's 1-D advantages by the shaped ones; ``logps`` are the sampling policy's, when at hand."""
+        """Replace TRL's advantages by the shaped ones, computed over every process's rows. ``logps``: the sampling
+        policy's log-probs when at hand; ``base``: every process's base advantages when not TRL's."""
         args = self.args
         rows = output["advantages"].size(0)
-        rewards = self._total_rewards()
+        rewards = weighted_total_reward(rewards_per_func, self.reward_weights)
+        correct = rewards > args.correct_reward_threshold  # NaN compares False
+        replaced = base is not None
+        advantages = self.accelerator.gather(output["advantages"]) if base is None else base
+        metrics: dict[str, float] = {}
         if args.asymmetric_advantages:
             if args.reward_range is not None:
-                self._check_reward_range(rewards)
+                self._check_reward_range(rewards, rewards_per_func)
             advantages = asym_advantages(rewards, group_size, args.beta_pos, args.beta_neg, args.reward_range)
-            advantages = advantages.to(output["advantages"].dtype)
-        else:
-            advantages = self.accelerator.gather(output["advantages"])
-        correct = rewards > args.correct_reward_threshold  # NaN compares False
+            advantages, replaced = advantages.to(output["advantages"].dtype), True
         if args.perplexity_reallocation and mode == "train":
-            if logps is None:
-                logps = self._sampling_logps(output, mode)
+            logps = self._sampling_logps(output, mode) if logps is None else logps
             ppl = self.accelerator.gather(sequence_perplexity(logps, loss_mask(output)))
-            advantages = advantages + self._reallocation_advantages(rewards, correct, ppl, group_size, mode)
-        self._log_shaping_metrics(mode, advantages, rewards, correct, group_size)
-        if args.asymmetric_advantages or (args.perplexity_reallocation and mode == "train"):
+            scored = ~torch.isnan(rewards)
+            self.perplexity_queue.push(ppl[scored], correct[scored])
+            tau, valid = self.perplexity_queue.threshold()
+            self._warn_if_dipo_cannot_act(valid, rewards_per_func)
+            term, metrics = dipo_step(
+                rewards,
+                correct,
+                ppl,
+                group_size,
+                tau,
+                valid,
+                args.ppl_alpha,
+                args.asymmetric_advantages,
+                args.beta_pos,
+                args.beta_neg,
+                scale=self.scale_rewards != "none",
+            )
+            metrics["dipo/queue_size"] = float(len(self.perplexity_queue))
+            advantages, replaced = advantages + term, True
+        metrics.update(advantage_metrics(advantages, rewards, correct, group_size))
+        self._log_metrics(mode, metrics)
+        if replaced:
             output["advantages"] = local_rows(advantages, rows)
-            self._replace_logged_advantages(advantages)
+            replace_logged_advantages(self, advantages)
         return output
-
-    def _reallocation_advantages(
-        self, rewards: torch.Tensor, correct: torch.Tensor, ppl: torch.Tensor, group_size: int, mode: str
-    ) -> torch.Tensor:
-        """``ppl_alpha`` times the advantage rule on DiPO's reallocated rewards, 0 outside active groups."""
-        args = self.args
-        scored = ~torch.isnan(rewards)
-        self.perplexity_queue.push(ppl[scored], correct[scored])
-        tau, valid = self.perplexity_queue.threshold()
-        self._warn_if_dipo_cannot_act(valid)
-        reallocated, active = reallocated_rewards(correct, ppl, group_size, tau if valid else None)
-        # Only groups with no signal of their own: every completion scored and all rewards equal.
-        fully_scored = scored.reshape(-1, group_size).all(dim=1).repeat_interleave(group_size)
-        active = active & uniform_reward_groups(rewards, group_size) & fully_scored
-        if args.asymmetric_advantages:
-            rule = asym_advantages(reallocated, group_size, args.beta_pos, args.beta_neg)
-        else:
-            rule = group_normalized_advantages(reallocated, group_size, scale=self.scale_rewards != "none")
-        group_active = active.reshape(-1, group_size)[:, 0]
-        group_correct = correct.reshape(-1, group_size)[:, 0]
-        metrics = self._metrics[mode]
-        metrics["dipo/threshold"].append(tau if tau is not None else math.nan)
-        metrics["dipo/valid_split"].append(float(valid))
-        metrics["dipo/frac_groups_up"].append((group_active & ~group_correct).float().mean().item())
-        metrics["dipo/frac_groups_down"].append((group_active & group_correct).float().mean().item())
-        metrics["dipo/queue_size"].append(float(len(self.perplexity_queue)))
-        return (args.ppl_alpha * rule * active).to(rewards.dtype)
 
     def _known_sampling_logps(self, output: dict[str, Any]) -> torch.Tensor | None:
         """The sampling policy's log-probs of the generated tokens if no forward is needed: TRL's old log-probs,
@@ -318,11 +406,11 @@ class AdvantageShapingTrainer(GRPOTrainer):
         truncated = self.top_p < 1.0 or (self.top_k or 0) > 0 or (self.min_p or 0.0) > 0.0
         return not truncated and self.repetition_penalty == 1.0
 
-    def _warn_if_dipo_cannot_act(self, valid: bool) -> None:
+    def _warn_if_dipo_cannot_act(self, valid: bool, rewards_per_func: torch.Tensor) -> None:
         """Warn once per reason (main process) when DiPO cannot act, instead of silently training like GRPO."""
         self._dipo_batches_without_split = 0 if valid else self._dipo_batches_without_split + 1
         messages = dipo_warnings(
-            self._rewards_per_func,
+            rewards_per_func,
             self.reward_weights,
             self.reward_func_names,
             self.args.correct_reward_threshold,
@@ -331,7 +419,7 @@ class AdvantageShapingTrainer(GRPOTrainer):
         )
         for reason, message in messages.items():
             if reason not in self._dipo_warned:
-                self._dipo_warned = self._dipo_warned | {reason}
+                self._dipo_warned.add(reason)
                 if self.accelerator.is_main_process:
                     logger.warning(message)
 
@@ -350,100 +438,41 @@ class AdvantageShapingTrainer(GRPOTrainer):
             )
         return logps
 
-    def _check_reward_range(self, rewards: torch.Tensor) -> None:
-        low, high = self.args.reward_range
-        outside = ~torch.isnan(rewards) & ((rewards < low - _RANGE_TOLERANCE) | (rewards > high + _RANGE_TOLERANCE))
+    def _check_reward_range(self, rewards: torch.Tensor, rewards_per_func: torch.Tensor) -> None:
+        """A total reward outside ``reward_range`` is a config error: say which functions gave it."""
+        outside = outside_reward_range(rewards, self.args.reward_range)
         if not outside.any():
             return
         row = int(torch.nonzero(outside)[0].item())
-        weights = self.reward_weights.tolist()
         parts = ", ".join(
             f"{name}={value:g} (weight {weight:g})"
             for name, value, weight in zip(
-                self.reward_func_names, self._rewards_per_func[row].tolist(), weights, strict=True
+                self.reward_func_names, rewards_per_func[row].tolist(), self.reward_weights.tolist(), strict=True
             )
         )
         raise ValueError(
             f"At step {self.state.global_step}, a completion's total reward {rewards[row].item():g} is outside "
-            f"reward_range={[low, high]} (reward functions: {parts}). The asymmetric rule maps reward_range to "
-            "[0, 1]: "
-            "set reward_range to the [min, max] your weighted rewards can take."
+            f"reward_range={list(self.args.reward_range)} (reward functions: {parts}). The asymmetric rule maps "
+            "reward_range to [0, 1]: set reward_range to the [min, max] your weighted rewards can take."
         )
 
-    def _log_shaping_metrics(
-        self, mode: str, advantages: torch.Tensor, rewards: torch.Tensor, correct: torch.Tensor, group_size: int
-    ) -> None:
-        """Means of the positive and negative advantages, and the share of groups solved by none or all."""
-        metrics = self._metrics[mode]
-        positive, negative = advantages[advantages > 0], advantages[advantages < 0]
-        metrics["advantage/pos_mean"].append(positive.mean().item() if positive.numel() else math.nan)
-        metrics["advantage/neg_mean"].append(negative.mean().item() if negative.numel() else math.nan)
-        scored = ~torch.isnan(rewards).reshape(-1, group_size)
-        hits = correct.reshape(-1, group_size)
-        has_scored = scored.any(dim=1)
-        metrics["advantage/frac_groups_solved_none"].append((has_scored & ~hits.any(dim=1)).float().mean().item())
-        metrics["advantage/frac_groups_solved_all"].append(
-            (has_scored & (hits | ~scored).all(dim=1)).float().mean().item()
+    # ----------------------------------------------------------------------------------------------------------
+    # Logging
+
+    def _log_metrics(self, mode: str, values: dict[str, float]) -> None:
+        store = metrics(self, mode)
+        for name, value in values.items():
+            store[name].append(value)
+
+    def _log_token_means(self, mode: str, sums: dict[str, torch.Tensor]) -> None:
+        """Log each ``[sum, count]`` of a step's `TokenSums` as its mean over every process's valid tokens (one
+        all-reduce for all of them); NaN where no process has a token."""
+        if not sums:
+            return
+        totals = self.accelerator.reduce(torch.stack(list(sums.values())), reduction="sum").tolist()
+        self._log_metrics(
+            mode, {name: t / c if c > 0 else math.nan for name, (t, c) in zip(sums, totals, strict=True)}
         )
-
-    def _shape_loss(self, inputs: dict[str, Any], logps: torch.Tensor, entropies: torch.Tensor) -> torch.Tensor:
-        """Entropy advantage, Clip-Cov or KL-Cov on one micro-batch; returns the log-probs the loss will use."""
-        args = self.args
-        mode = "train" if self.model.training else "eval"
-        mask = loss_mask(inputs)
-        if args.entropy_advantage_alpha > 0:
-            bonus = entropy_advantage_bonus(
-                entropies, inputs["advantages"], args.entropy_advantage_alpha, args.entropy_advantage_kappa
-            )
-            advantages = inputs["advantages"]
-            advantages = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages
-            inputs["advantages"] = advantages + bonus.to(advantages.dtype)
-            self._metrics[mode]["entropy_advantage/mean_bonus"].append(self._global_token_mean(bonus, mask))
-        if args.policy_loss == "ppo":
-            return logps
-        advantages = inputs["advantages"]
-        old_logps = inputs.get("old_per_token_logps")
-        old_logps = logps.detach() if old_logps is None else old_logps
-        if args.policy_loss == "clip_cov":
-            # Tokens PPO already clips get no gradient anyway; the reference implementation draws among the others.
-            ratio = torch.exp(logps.detach() - old_logps)
-            token_adv = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages
-            clipped = (ratio > 1 + self.epsilon_high) & (token_adv > 0)
-            clipped |= (ratio < 1 - self.epsilon_low) & (token_adv < 0)
-            generator = torch.Generator().manual_seed(args.seed * 1_000_003 + self._covariance_draws)
-            self._covariance_draws += 1
-            selected = clip_cov_mask(
-                logps, advantages, mask, args.clip_cov_ratio, args.clip_cov_lb, args.clip_cov_ub, ~clipped, generator
-            )
-            logps = torch.where(selected, logps.detach(), logps)
-        else:
-            selected = kl_cov_mask(logps, advantages, mask, args.kl_cov_ratio)
-            penalty = args.kl_cov_coef * (logps - old_logps).abs() * selected
-            # Averaged over the micro-batch's tokens, as the reference implementation's token-mean loss.
-            accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1
-            self._kl_cov_penalty = (penalty * mask).sum() / mask.sum().clamp(min=1) / accumulation
-        metrics = self._metrics[mode]
-        if args.policy_loss == "kl_cov":
-            # 0 on a rollout's first update (logp == old_logp): the penalty acts only from the second update on.
-            metrics["kl_cov/penalty"].append(self._global_token_mean(penalty, mask))
-        metrics[f"{args.policy_loss}/frac_tokens"].append(self._global_token_mean(selected.float(), mask))
-        covariance = token_covariance(logps, advantages, mask)
-        metrics[f"{args.policy_loss}/mean_covariance"].append(self._global_token_mean(covariance, mask))
-        return logps
-
-    def _global_token_mean(self, values: torch.Tensor, mask: torch.Tensor) -> float:
-        """Mean over the valid tokens of every process (sums and counts)."""
-        valid = mask.bool()
-        stats = torch.stack([values.detach().float().masked_fill(~valid, 0.0).sum(), valid.sum().float()])
-        total, count = self.accelerator.reduce(stats, reduction="sum").tolist()
-        return total / count if count > 0 else math.nan
-
-    def _replace_logged_advantages(self, advantages: torch.Tensor) -> None:
-        """TRL keeps the advantages it computed for its completions table; show the shaped ones instead."""
-        logged = self._logs["advantages"]
-        for _ in range(min(advantages.numel(), len(logged))):
-            logged.pop()
-        logged.extend(advantages.tolist())
 
     # ----------------------------------------------------------------------------------------------------------
     # Model card
@@ -462,19 +491,12 @@ class AdvantageShapingTrainer(GRPOTrainer):
         model_name = model_name or os.path.basename(os.path.normpath(self.args.output_dir))
         methods = self._card_methods()
         card = card_identity(methods, self._tag_names) if methods else {}  # none: GRPO itself, TRL's identity
-        # TRL reads these class attributes; shadow them on the instance for this one call.
-        shadowed = {name: self.__dict__[name] for name in card if name in self.__dict__}
-        self.__dict__.update(card)
-        try:
+        with trl_card_identity(self, card):  # TRL reads these class attributes
             super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
-        finally:
-            for name in card:
-                del self.__dict__[name]
-            self.__dict__.update(shadowed)
         if not self.is_world_process_zero():
             return
         path = os.path.join(self.args.output_dir, "README.md")
-        source = self.model.config._name_or_path
+        source = model_source(self.model)
         local = source if source and os.path.isdir(source) else None
         with open(path, encoding="utf-8", newline="") as file:
             text = file.read()

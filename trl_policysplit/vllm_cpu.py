@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from ._trl import TRL_VLLM_RANGE, swapped
+from ._trl import TRL_VLLM_RANGE, collective_rpc, model_source, swapped
 
 EXTENSION = f"{__name__}.CPUWeightSyncExtension"
 CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)  # vLLM 0.30's CPU attention backend
@@ -115,9 +115,8 @@ def _generation_class() -> type:
             with swapped("trl.generation.vllm_generation.LLM", functools.partial(vllm_generation.LLM, dtype=dtype)):
                 super()._init_vllm()
 
-        def _rpc(self, method: str, *args: str) -> list:
-            client = self.vllm_client
-            return client._post(f"{client.base_url}/collective_rpc", json={"method": method, "args": list(args)})
+        def _rpc(self, method: str, *args: str) -> dict:
+            return collective_rpc(self.vllm_client, method, *args)
 
         def _check_extension(self) -> None:
             base_url = self.vllm_client.base_url
@@ -231,7 +230,7 @@ def vllm_setup(args: Any, model: Any) -> Iterator[None]:
         yield
         return
     check_vllm_installed(installed_vllm_version())
-    model_name = model if isinstance(model, str) else model.config._name_or_path
+    model_name = model_source(model)
     if not cuda_available():  # only the CPU attention limits the head size: no config read on CUDA
         if isinstance(model, str):
             from transformers import AutoConfig

@@ -242,7 +242,7 @@ def check_policy_split_requests(recorder: Recorder) -> None:
     """The engine got the high-entropy instruction on exactly the high-entropy rows, each mode the configured
     number of completions per question, in one request per generation batch."""
     trainer = recorder.trainer
-    per_mode = trainer._per_mode_generations
+    per_mode = trainer.num_generations // 2
     instruction = trainer.args.high_entropy_prompt
     group = trainer.num_generations
     for call, (_, completions, _), batch in zip(

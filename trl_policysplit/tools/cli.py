@@ -26,6 +26,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from trl import GRPOConfig, GRPOTrainer, ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
+from .._trl import add_action, parser_actions
 from ..asym_grpo import AsymGRPOConfig, AsymGRPOTrainer
 from ..dipo import DiPOConfig, DiPOTrainer
 from ..model_card import describe_dataset
@@ -583,7 +584,9 @@ def help_text(parser: TrlParser, trainer: str) -> str:
 
     config_class, _ = TRAINERS[trainer]
     names = _field_names(ScriptArguments, config_class, ModelConfig)
-    actions = {name: action for action in parser._actions for name in names if f"--{name}" in action.option_strings}
+    actions = {
+        name: action for action in parser_actions(parser) for name in names if f"--{name}" in action.option_strings
+    }
     grpo_fields = _field_names(GRPOConfig)
     own = set(vars(config_class).get("__annotations__", {}))  # the method's own knobs before the shared ones
     method = [spec.name for spec in fields(config_class) if spec.name not in grpo_fields]
@@ -618,7 +621,7 @@ def help_text(parser: TrlParser, trainer: str) -> str:
                 action.metavar = None if action.choices else _placeholder(action)
                 if index >= 2 and action.help:  # TRL's long texts: their first sentence, the rest in --help-all
                     action.help = action.help.split(". ")[0].rstrip(".") + "."
-                group._add_action(action)
+                add_action(group, action)
                 shown.add(name)
     display.epilog = (
         f"{len(set(actions) - shown)} more options (TRL's GRPOConfig, transformers' TrainingArguments, ModelConfig): "

