@@ -25,6 +25,7 @@ from ._trl import pad_token_id, rebuild_deepspeed_config
 from .distributed import gather_padded, local_rows
 from .functional import (
     CrossPairInputs,
+    DualModeAdvantages,
     DualModeSettings,
     adapted_coefficient,
     cross_pair_inputs,
@@ -208,7 +209,6 @@ class PolicySplitTrainer(AdvantageShapingTrainer):
         args = self.args
         mode = "train" if self.model.training else "eval"
         group_size = self.num_generations if mode == "train" else self.num_generations_eval
-        rows, width = output["completion_ids"].shape
         device = self.accelerator.device
         is_high = torch.tensor([row["mode"] == HIGH_ENTROPY for row in inputs], dtype=torch.bool, device=device)
         cross = cross_pair_inputs(
@@ -220,83 +220,56 @@ class PolicySplitTrainer(AdvantageShapingTrainer):
             pad_token_id(self),
         )
         scores = self._score_both_contexts(output, cross, mode)
-
-        # The base advantage (GRPO's or the asymmetric rule, plus DiPO's term) over each question's group; the
-        # per-mode ablation groups each mode's n rows, where TRL grouped all 2n.
+        # The base advantage (GRPO's or the asymmetric rule, plus DiPO's term) over each question's group.
         advantage_group = group_size if args.share_rollouts else group_size // 2
-        base = None
-        if not args.share_rollouts:
-            base = grpo_advantages(
-                rewards_per_func,
-                self.reward_weights,
-                advantage_group,
-                self.scale_rewards,
-                args.multi_objective_aggregation,
-            ).to(output["advantages"].dtype)
-        output = self._shape_advantages(
-            output, rewards_per_func, mode, advantage_group, logps=scores.own_logps, base=base
-        )
-
-        # Every process's rows: the internal reward is normalized over whole question groups.
-        mask = loss_mask(output)
-        every = {
-            "base": gather_padded(output["advantages"]),
-            "own_logps": gather_padded(scores.own_logps.float()),
-            "cross_logps": gather_padded(scores.cross_logps.float()),
-            "mask": gather_padded(mask.long()),
-            "is_high": gather_padded(is_high),
-        }
-        if scores.entropies is not None:
-            every["own_entropies"] = gather_padded(scores.entropies[:rows].float())
-            every["cross_entropies"] = gather_padded(scores.entropies[rows:].float())
+        base = None if args.share_rollouts else self._per_mode_grpo_advantages(rewards_per_func, advantage_group)
+        output = self._shape_advantages(output, rewards_per_func, mode, advantage_group, scores.own_logps, base)
+        # The internal reward is normalized over whole question groups: every process's rows.
+        every = every_process_rows(output, scores, is_high)
         rewards = weighted_total_reward(rewards_per_func, self.reward_weights)
         if mode == "train" and args.eta_high_target_kl > 0:
-            # The drift guard: this batch's inter-mode KL (every process's HE completions) sets the eta it trains with.
-            kl = kl_high_entropy_to_normal(every["own_logps"], every["cross_logps"], every["mask"], every["is_high"])
-            maximum = args.eta_high if args.eta_high_max is None else args.eta_high_max
-            self.eta_high = adapted_coefficient(
-                self.eta_high, kl, args.eta_high_target_kl, args.eta_high_adapt_rate, maximum
-            )
+            self._adapt_eta_high(every)
         advantages, metrics = policy_split_step(
-            every["base"],
+            every.base,
             rewards,
-            every["own_logps"],
-            every["cross_logps"],
-            every["mask"],
-            every["is_high"],
+            every.own_logps,
+            every.cross_logps,
+            every.mask,
+            every.is_high,
             group_size,
             DualModeSettings.from_config(args, self.eta_high),
-            every.get("own_entropies"),
-            every.get("cross_entropies"),
+            every.own_entropies,
+            every.cross_entropies,
         )
-        completion_ids = gather_padded(output["completion_ids"].masked_fill(mask == 0, -1), pad_value=-1)
-        metrics.update(
-            policy_split_mode_metrics(
-                rewards,
-                completion_ids,
-                every["mask"],
-                every["is_high"],
-                every["own_logps"],
-                every["cross_logps"],
-                group_size,
-                args.correct_reward_threshold,
-                args.share_rollouts,
-            )
+        metrics |= policy_split_mode_metrics(
+            rewards,
+            every.completion_ids,
+            every.mask,
+            every.is_high,
+            every.own_logps,
+            every.cross_logps,
+            group_size,
+            args.correct_reward_threshold,
+            args.share_rollouts,
         )
         if mode == "train":
             metrics["policy_split/eta_high"] = self.eta_high
         self._log_metrics(mode, metrics)
+        return training_batch(output, cross, scores, is_high, advantages)
 
-        output[BASE_ADVANTAGE_KEY] = output["advantages"]
-        output[CONTEXT_KEY] = is_high.long()
-        output[IS_CROSS_KEY] = torch.zeros_like(is_high)
-        own = local_rows(advantages.own, rows, width)
-        if not args.share_rollouts:
-            output["advantages"] = own
-            return output
-        output = with_cross_pairs(output, cross, scores.cross_logps, scores.cross_ref_logps)
-        output["advantages"] = torch.cat([own, local_rows(advantages.cross, rows, width)])
-        return output
+    def _per_mode_grpo_advantages(self, rewards_per_func: torch.Tensor, group_size: int) -> torch.Tensor:
+        """The per-mode ablation's base advantage: GRPO's over each mode's n rows (TRL's groups hold both modes)."""
+        scale, aggregation = self.scale_rewards, self.args.multi_objective_aggregation
+        return grpo_advantages(rewards_per_func, self.reward_weights, group_size, scale, aggregation)
+
+    def _adapt_eta_high(self, every: EveryProcessRows) -> None:
+        """The drift guard: this batch's inter-mode KL (every process's HE completions) sets the eta it trains with."""
+        args = self.args
+        kl = kl_high_entropy_to_normal(every.own_logps, every.cross_logps, every.mask, every.is_high)
+        maximum = args.eta_high if args.eta_high_max is None else args.eta_high_max
+        self.eta_high = adapted_coefficient(
+            self.eta_high, kl, args.eta_high_target_kl, args.eta_high_adapt_rate, maximum
+        )
 
     def _cross_prompts(self, tagged: list[dict[str, Any]], is_high: torch.Tensor):
         """Token ids of each row's other-mode prompt, tokenized exactly as TRL tokenizes prompts."""
@@ -393,6 +366,59 @@ class PolicySplitTrainer(AdvantageShapingTrainer):
     def _card_sections(self) -> list[str]:
         section = high_entropy_section(self.args.high_entropy_prompt, self.default_system_prompt)
         return [*super()._card_sections(), section]
+
+
+class EveryProcessRows(NamedTuple):
+    """This generation batch's tensors of every process, rows in global order (whole question groups), padded to
+    the widest process: the inputs of Policy Split's group steps."""
+
+    base: torch.Tensor
+    own_logps: torch.Tensor
+    cross_logps: torch.Tensor
+    mask: torch.Tensor
+    is_high: torch.Tensor
+    completion_ids: torch.Tensor  # -1 past each completion, for the distinct-correct count
+    own_entropies: torch.Tensor | None
+    cross_entropies: torch.Tensor | None
+
+
+def every_process_rows(output: dict[str, Any], scores: ContextScores, is_high: torch.Tensor) -> EveryProcessRows:
+    """Gather what the group steps read from every process (one all-gather each; a no-op on one process)."""
+    mask = loss_mask(output)
+    rows = mask.size(0)
+    entropies = scores.entropies
+    return EveryProcessRows(
+        base=gather_padded(output["advantages"]),
+        own_logps=gather_padded(scores.own_logps.float()),
+        cross_logps=gather_padded(scores.cross_logps.float()),
+        mask=gather_padded(mask.long()),
+        is_high=gather_padded(is_high),
+        completion_ids=gather_padded(output["completion_ids"].masked_fill(mask == 0, -1), pad_value=-1),
+        own_entropies=None if entropies is None else gather_padded(entropies[:rows].float()),
+        cross_entropies=None if entropies is None else gather_padded(entropies[rows:].float()),
+    )
+
+
+def training_batch(
+    output: dict[str, Any],
+    cross: CrossPairInputs,
+    scores: ContextScores,
+    is_high: torch.Tensor,
+    advantages: DualModeAdvantages,
+) -> dict[str, Any]:
+    """TRL's batch with this process's per-token advantages, the rows' contexts and, with shared rollouts, the cross
+    pairs appended (`with_cross_pairs`)."""
+    rows, width = output["completion_ids"].shape
+    output[BASE_ADVANTAGE_KEY] = output["advantages"]
+    output[CONTEXT_KEY] = is_high.long()
+    output[IS_CROSS_KEY] = torch.zeros_like(is_high)
+    own = local_rows(advantages.own, rows, width)
+    if advantages.cross is None:
+        output["advantages"] = own
+        return output
+    output = with_cross_pairs(output, cross, scores.cross_logps, scores.cross_ref_logps)
+    output["advantages"] = torch.cat([own, local_rows(advantages.cross, rows, width)])
+    return output
 
 
 def with_cross_pairs(
