@@ -928,6 +928,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, help="runs at a time (one torch thread each)")
     parser.add_argument("--cache-dir", help="warm-start models (default ~/.cache/trl_policysplit/testbed)")
     parser.add_argument("--output", default="runs/testbed", help="directory of the runs and the report")
+    parser.add_argument(
+        "--compare",
+        metavar="BEFORE",
+        help="run nothing: compare the runs stored in --output with those of the same name in BEFORE (e.g. the same "
+        "command at another commit, same --cache-dir), run by run, and write comparison.json",
+    )
 
 
 def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -951,7 +957,77 @@ def resolve_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+def _numbers(value: Any, prefix: str = "") -> dict[str, float]:
+    """Every number in a run's record, by its path (``series.loss.3``), None as NaN."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _numbers(item, f"{prefix}{key}.").items()}
+    if isinstance(value, list):
+        return {k: v for index, item in enumerate(value) for k, v in _numbers(item, f"{prefix}{index}.").items()}
+    if isinstance(value, bool) or not isinstance(value, int | float | type(None)):
+        return {}
+    return {prefix.rstrip("."): math.nan if value is None else float(value)}
+
+
+def compare_run_dirs(before: Path, after: Path) -> dict[str, Any]:
+    """Run by run (the runs both directories hold), whether the training series and the evaluation are the same
+    numbers, and if not the largest absolute difference and where; runs only one side holds are listed."""
+    names = {path.name for path in (before / "runs").glob("*.json")}
+    after_names = {path.name for path in (after / "runs").glob("*.json")}
+    runs = {}
+    for name in sorted(names & after_names):
+        old, new = (json.loads((folder / "runs" / name).read_text()) for folder in (before, after))
+        entry = {}
+        for part in ("series", "eval"):
+            a, b = _numbers(old.get(part)), _numbers(new.get(part))
+            gaps = {
+                key: abs(a[key] - b[key])
+                for key in a.keys() & b.keys()
+                if not (math.isnan(a[key]) and math.isnan(b[key]))
+            }
+            worst = max(gaps, key=gaps.get, default=None)
+            entry[part] = {
+                "identical": a.keys() == b.keys() and all(gap == 0 for gap in gaps.values()),
+                "numbers": len(a),
+                "max_abs_difference": gaps[worst] if worst is not None else 0.0,
+                "where": worst,
+            }
+        runs[name.removesuffix(".json")] = entry
+    identical = [name for name, entry in runs.items() if all(part["identical"] for part in entry.values())]
+    return {
+        "before": str(before),
+        "after": str(after),
+        "runs": runs,
+        "identical": identical,
+        "only_before": sorted(name.removesuffix(".json") for name in names - after_names),
+        "only_after": sorted(name.removesuffix(".json") for name in after_names - names),
+    }
+
+
+def format_comparison(comparison: Mapping[str, Any]) -> str:
+    lines = ["| run | series | eval |", "|---|---|---|"]
+    for name, entry in comparison["runs"].items():
+        cells = [
+            f"identical ({part['numbers']} numbers)"
+            if part["identical"]
+            else f"differs: max {part['max_abs_difference']:.3g} at {part['where']}"
+            for part in (entry["series"], entry["eval"])
+        ]
+        lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
+    lines.append(f"\n{len(comparison['identical'])} of {len(comparison['runs'])} runs identical.")
+    return "\n".join(lines)
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.compare:
+        before, after = Path(args.compare), Path(args.output)
+        for folder in (before, after):
+            if not (folder / "runs").is_dir():
+                print(f"testbed: error: {folder} holds no runs/ directory", file=sys.stderr)
+                return 2
+        comparison = compare_run_dirs(before, after)
+        (after / "comparison.json").write_text(json.dumps(finite_or_none(comparison), indent=1) + "\n")
+        print(format_comparison(comparison))
+        return 0
     try:
         options = resolve_options(args)
         report = run_testbed(options)

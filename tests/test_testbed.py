@@ -314,3 +314,25 @@ def test_a_validation_report_holds_the_ablation_table_and_the_chosen_defaults():
     markdown = testbed.format_markdown(report)
     assert "| policy_split_is | grpo |" in markdown and "Chosen: **policy_split_is**" in markdown
     assert "3/3" in markdown  # the defaults' drifting seeds
+
+
+def test_compare_finds_identical_runs_and_the_largest_difference(tmp_path):
+    def store(folder: str, name: str, loss: list, pass1: float | None) -> None:
+        runs = tmp_path / folder / "runs"
+        runs.mkdir(parents=True, exist_ok=True)
+        record = {"method": name, "series": {"loss": loss}, "eval": {"normal": {"pass@k": {"1": pass1}}}, "wall_s": 3}
+        (runs / f"{name}-seed0.json").write_text(json.dumps(record))
+
+    store("before", "grpo", [1.0, 0.5], 0.25)
+    store("after", "grpo", [1.0, 0.5], 0.25)
+    store("before", "policy_split", [1.0, 0.5], None)
+    store("after", "policy_split", [1.0, 0.75], None)
+    store("before", "dipo", [1.0], 0.1)
+    comparison = testbed.compare_run_dirs(tmp_path / "before", tmp_path / "after")
+    assert comparison["identical"] == ["grpo-seed0"]
+    split = comparison["runs"]["policy_split-seed0"]
+    assert split["series"] == {"identical": False, "numbers": 2, "max_abs_difference": 0.25, "where": "loss.1"}
+    assert split["eval"]["identical"] is True  # None on both sides is the same number
+    assert comparison["only_before"] == ["dipo-seed0"] and comparison["only_after"] == []
+    table = testbed.format_comparison(comparison)
+    assert "| policy_split-seed0 | differs: max 0.25 at loss.1 |" in table and "1 of 2 runs identical." in table
