@@ -372,3 +372,23 @@ def test_evaluation_logs_per_mode_metrics(tiny_model_dir, tmp_path, completions_
     evaluation = [entry for entry in trainer.state.log_history if "eval_loss" in entry][0]
     assert evaluation["eval_policy_split/normal/completions"] == per_mode
     assert math.isfinite(evaluation["eval_policy_split/high_entropy/reward"])
+
+
+def test_the_heap_is_trimmed_before_every_training_backward_on_cpu(tiny_model_dir, tmp_path, monkeypatch):
+    from trl_policysplit import memory, policy_split_trainer
+
+    assert memory.release_free_heap() is (memory._MALLOC_TRIM is not None)
+    calls = []
+    monkeypatch.setattr(policy_split_trainer, "release_free_heap", lambda: calls.append(torch.is_grad_enabled()))
+    trainer = make_trainer(tiny_model_dir, tmp_path, max_steps=2)
+    trainer.train()
+    # 2 optimizer steps of gradient_accumulation_steps loss micro-batches each (doubled to keep GRPO's micro-batch).
+    assert calls == [True] * 2 * trainer.args.gradient_accumulation_steps
+    calls.clear()
+    batch = first_batch(trainer)[1]
+    trainer.model.eval()
+    trainer._compute_loss(trainer.model, batch)  # evaluation
+    trainer.model.train()
+    with torch.no_grad():
+        trainer._compute_loss(trainer.model, batch)  # no backward follows
+    assert calls == []

@@ -37,6 +37,7 @@ from .functional import (
     policy_split_step,
     weighted_total_reward,
 )
+from .memory import release_free_heap
 from .model_card import high_entropy_section, used_methods
 from .modes import HIGH_ENTROPY, NORMAL, template_default_system_prompt, to_high_entropy
 from .policy_split_config import PolicySplitConfig
@@ -331,10 +332,14 @@ class PolicySplitTrainer(AdvantageShapingTrainer):
     # The loss: TRL logs the entropy of all rows; split it by mode over each mode's own rollouts
 
     def _after_loss(self, record: LossRecord) -> None:
+        mode = "train" if self.model.training else "eval"
+        if mode == "train" and torch.is_grad_enabled() and self.accelerator.device.type == "cpu":
+            # The backward of this micro-batch is the step's peak; the previous micro-batch's freed activations are
+            # still resident around the accumulated gradients: hand them back first (see `memory.py`).
+            release_free_heap()
         inputs = record.inputs
         if record.entropies is None or CONTEXT_KEY not in inputs:
             return
-        mode = "train" if self.model.training else "eval"
         # A mode absent from every process's micro-batch logs NaN, which TRL's `log` leaves out of the average.
         sums = mode_entropy_sums(record.entropies, loss_mask(inputs), inputs[CONTEXT_KEY], inputs[IS_CROSS_KEY])
         self._log_token_means(mode, sums)
