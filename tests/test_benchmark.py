@@ -130,7 +130,8 @@ def test_report_gives_ratios_to_grpo_and_checks_targets():
     assert split["floor"] == pytest.approx(1.6)
     assert split["floor_ratio"] == pytest.approx(1.75 / 1.6)
     assert split["floor_ratio_per_round"] == [pytest.approx(1.75 / 1.6)]  # the GRPO run right before: same numbers
-    assert split["within_targets"] == {"floor_ratio": True, "peak_memory_ratio": True, "shaping_fraction": True}
+    # 1.75 / 1.6 = 1.094 over the floor and 1.2x GRPO's memory: both above issue 23's 1.05 and 1.15.
+    assert split["within_targets"] == {"floor_ratio": False, "peak_memory_ratio": False, "shaping_fraction": True}
     assert "floor" not in report["asym_grpo"]
     assert report["asym_grpo"]["step_time_ratio"] == pytest.approx(1.0)
     assert report["asym_grpo"]["step_time_ratio_per_round"] == [pytest.approx(2.0 / 2.1)]
