@@ -113,8 +113,8 @@ FLOOR_RUNS = ("policy_split", "policy_split_doubled_micro_batch", "policy_split_
 VLLM_MAX_MODEL_LENGTH = 1024  # prompt + completion; a short context keeps the engine's KV cache small on CPU
 PHASES = ("generation_s", "scoring_s", "loss_s", "other_s")
 # The issues' cost targets (ratios to GRPO; floor_ratio: to Policy Split's floor; shaping_fraction: the functional
-# core's timed seconds per step over the step's seconds): issue 13's, with Policy Split's tightened by issue 23. The paper's 1.4x GRPO is stated for its own regime, see
-# docs/BENCHMARKS.md.
+# core's timed seconds per step over the step's seconds): issue 13's, Policy Split's tightened by issue 23. The
+# paper's 1.4x GRPO is stated for its own regime, see docs/BENCHMARKS.md.
 TARGETS: dict[str, dict[str, float]] = {
     "policy_split": {"floor_ratio": 1.05, "peak_memory_ratio": 1.15, "shaping_fraction": 0.01},
     "asym_grpo": {"step_time_ratio": 1.01, "shaping_fraction": 0.01},
