@@ -64,7 +64,9 @@ completed backwards; per run ``functional_core``, the timing behind ``shaping_s`
 old log-probs for both; plain ``dipo`` takes its perplexities from the sampler (no forward of its own). Such runs
 repeat a generate-then-reuse cycle, and each cycle's mean counts as one step. ``policy_split_doubled_micro_batch``
 (full run) is Policy Split's opt-out ``keep_grpo_micro_batch=False``: both prompts' rows in one micro-batch. The
-optional ``policy_split_no_sampler_logps`` scores the generated rows again with a forward (``sampler_logprobs=False``).
+optional ``policy_split_no_sampler_logps`` scores the generated rows again with a forward (``sampler_logprobs=False``);
+the optional ``policy_split_bonus`` turns the HE bonus on (``eta_high=0.2``), which needs the cross pairs' no-grad
+scoring forward that the defaults skip.
 
 For Policy Split the report adds its cost floor (`cost_floor`): ``floor`` = ``g + (1 - g) * 2w`` with ``g`` the
 generation share of GRPO's step and ``2w`` the ratio of padded tokens through the loss, and ``floor_ratio``, the
@@ -104,12 +106,19 @@ RUNS: dict[str, tuple[str, dict[str, Any]]] = {
     "policy_split_doubled_micro_batch": ("policy_split", {"keep_grpo_micro_batch": False}),
     # Before the sampler's log-probs: the generated rows scored again by a no-grad forward (for comparison).
     "policy_split_no_sampler_logps": ("policy_split", {"sampler_logprobs": False}),
+    # The HE bonus on: its internal reward needs the cross pairs scored before the loss (the defaults skip it).
+    "policy_split_bonus": ("policy_split", {"eta_high": 0.2}),
 }
 METHODS = ("policy_split", "asym_grpo", "dipo", "dipo_old_logps", "policy_split_doubled_micro_batch")
-OPTIONAL_METHODS = ("policy_split_no_sampler_logps",)
+OPTIONAL_METHODS = ("policy_split_no_sampler_logps", "policy_split_bonus")
 BASELINES = {"dipo_old_logps": "grpo_old_logps"}
 # Runs whose cost floor is reported: Policy Split trains every completion under both prompts (see `cost_floor`).
-FLOOR_RUNS = ("policy_split", "policy_split_doubled_micro_batch", "policy_split_no_sampler_logps")
+FLOOR_RUNS = (
+    "policy_split",
+    "policy_split_doubled_micro_batch",
+    "policy_split_no_sampler_logps",
+    "policy_split_bonus",
+)
 VLLM_MAX_MODEL_LENGTH = 1024  # prompt + completion; a short context keeps the engine's KV cache small on CPU
 PHASES = ("generation_s", "scoring_s", "loss_s", "other_s")
 # The issues' cost targets (ratios to GRPO; floor_ratio: to Policy Split's floor; shaping_fraction: the functional

@@ -366,7 +366,7 @@ class _FrozenModule(types.ModuleType):
 WATCHED_MODULES = ("trl.trainer.grpo_trainer", "transformers.trainer", "transformers.generation.utils")
 
 
-@pytest.mark.parametrize("name", ["grpo", "policy_split"])
+@pytest.mark.parametrize("name", ["grpo", "policy_split", "policy_split_bonus"])
 def test_a_measured_run_assigns_nothing_onto_the_trainer_or_a_module(name, tiny_model_dir, tmp_path):
     settings = _settings(tiny_model_dir)
     cycle, warmup_steps, max_steps = benchmark.run_schedule(name, settings)
@@ -432,10 +432,13 @@ def test_a_measured_run_assigns_nothing_onto_the_trainer_or_a_module(name, tiny_
         assert step["generation_s"] > 0 and step["loss_s"] > 0 and step["other_s"] > 0
         assert step["generation_forwards"] == settings["max_completion_length"]  # completions forced to full length
         assert step["loss_forwards"] == step["backwards"] == micro_batches
-        rows = benchmark.micro_batch_rows(settings) * (2 if name == "policy_split" else 1)  # both prompts' rows
+        split = name.startswith("policy_split")
+        rows = benchmark.micro_batch_rows(settings) * (2 if split else 1)  # both prompts' rows
         assert step["loss_tokens"] > rows * settings["max_completion_length"]
-        if name == "policy_split":  # its scoring of the cross pairs: one no-grad forward per generation batch
+        if name == "policy_split_bonus":  # the bonus scores the cross pairs: one no-grad forward per generation batch
             assert micro_batches == 2 and step["scoring_forwards"] == 1 and step["scoring_s"] > 0
+        elif split:  # the defaults read no cross log-probs before the loss: no scoring forward
+            assert micro_batches == 2 and step["scoring_forwards"] == 0 and step["scoring_s"] == 0
         else:  # beta=0, on-policy: TRL computes no old or reference log-probs
             assert micro_batches == 1 and step["scoring_forwards"] == 0 and step["scoring_s"] == 0
 
@@ -500,7 +503,7 @@ def test_overhead_quick_on_the_tiny_model_writes_a_well_formed_report(tiny_model
         assert set(entry["within_targets"]) == set(entry["targets"])
     assert report["policy_split"]["shaping_s"] > 0  # its functional core, timed on the run's shapes
     assert report["grpo"]["shaping_s"] == 0 and report["grpo"]["shaping_fraction"] == 0
-    assert report["policy_split"]["phases"]["scoring_s"] > 0  # its scoring forward of the cross pairs
+    assert report["policy_split"]["phases"]["scoring_s"] == 0  # at the defaults nothing reads the cross pairs early
     assert report["dipo"]["phases"]["scoring_s"] == 0  # its perplexities come from the sampler: no forward of its own
     assert report["grpo"]["phases"]["scoring_s"] == 0
     assert len(report["runs"]) == 8 and all(len(run["steps"]) == 2 for run in report["runs"])

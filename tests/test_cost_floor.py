@@ -11,10 +11,16 @@ from tiny import conversational_dataset, digit_reward, forward_logps, trainer_se
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from trl_policysplit import DiPOConfig, DiPOTrainer, PolicySplitConfig, PolicySplitTrainer
+from trl_policysplit.policy_split_trainer import BASE_ADVANTAGE_KEY, SAMPLED_LOGPS_KEY
 from trl_policysplit.sampling import SampledTokenLogps
 
 BATCH = 8
 SAMPLING = {"temperature": 0.7, "top_p": 0.8, "top_k": 6}  # processors that must not leak into the log-probs
+KL_METRICS = [
+    f"policy_split/kl_{name}{suffix}"
+    for name in ("normal_to_high_entropy", "high_entropy_to_normal")
+    for suffix in ("", "_token")
+]
 
 
 def build(trainer_class, config_class, model_dir, tmp_path, **overrides):
@@ -108,6 +114,42 @@ def test_policy_split_scores_only_the_cross_pairs(tiny_model_dir, tmp_path):
     mask = batch["completion_mask"][:BATCH].bool()
     expected = reference_logps(trainer, batch, BATCH)
     torch.testing.assert_close(sampled[mask], expected[mask], atol=3e-3, rtol=1e-3)
+
+
+def test_policy_split_at_defaults_runs_no_scoring_forward(tiny_model_dir, tmp_path):
+    # eta_high = eta_normal = 0 and no drift guard: nothing before the loss reads the cross pairs' log-probs.
+    trainer = build(PolicySplitTrainer, PolicySplitConfig, tiny_model_dir, tmp_path)
+    batch, scored_rows = generate_with_scoring_log(trainer)
+    assert scored_rows == []
+    assert "sampling_per_token_logps" not in batch  # TRL's slot would claim them for the cross rows
+    sampled = batch[SAMPLED_LOGPS_KEY]
+    torch.testing.assert_close(sampled[BATCH:], sampled[:BATCH], rtol=0, atol=0)  # each row's completion as sampled
+    mask = batch["completion_mask"][:BATCH].bool()
+    torch.testing.assert_close(
+        sampled[:BATCH][mask], reference_logps(trainer, batch, BATCH)[mask], atol=3e-3, rtol=1e-3
+    )
+    base = batch[BASE_ADVANTAGE_KEY].unsqueeze(1).expand_as(batch["advantages"])
+    torch.testing.assert_close(batch["advantages"], base, rtol=0, atol=0)
+    # Evaluation still scores the cross pairs: its KL comes from generation, as with any setting.
+    trainer.eval_dataset = conversational_dataset(8)
+    metrics = trainer.evaluate()
+    assert all(math.isfinite(metrics[f"eval_{name}"]) for name in KL_METRICS)
+
+
+def test_skipping_the_scoring_forward_changes_no_gradient_and_not_the_logged_kl(tiny_model_dir, tmp_path, monkeypatch):
+    # One micro-batch per generation batch, so the loss-forward KL (a mean per micro-batch) is the batch's mean.
+    settings = {"eta_high": 0.0, "keep_grpo_micro_batch": False}
+    skipped, _, trainer = first_step_gradients(tiny_model_dir, tmp_path / "skipped", **settings)
+    skipped_logs = trainer.state.log_history[0]
+    monkeypatch.setattr(PolicySplitTrainer, "_cross_logps_needed", lambda self, output, mode: True)
+    scored, _, trainer = first_step_gradients(tiny_model_dir, tmp_path / "scored", **settings)
+    scored_logs = trainer.state.log_history[0]
+    assert skipped.keys() == scored.keys() and skipped
+    for name in skipped:
+        torch.testing.assert_close(skipped[name], scored[name], rtol=0, atol=0)
+    for name in KL_METRICS:
+        assert math.isfinite(scored_logs[name]) and abs(scored_logs[name]) > 1e-4  # the modes do differ
+        assert skipped_logs[name] == pytest.approx(scored_logs[name], rel=1e-4, abs=1e-6), name
 
 
 def test_policy_split_without_sampler_logprobs_scores_every_row(tiny_model_dir, tmp_path):

@@ -18,7 +18,9 @@ from trl_policysplit.functional import (
     kl_cov_step,
     kl_high_entropy_to_normal,
     mode_entropy_sums,
+    mode_kl_sums,
     outside_reward_range,
+    policy_split_mode_metrics,
     policy_split_modes,
     policy_split_step,
     token_sums,
@@ -174,6 +176,83 @@ def test_policy_split_step_weighs_cross_rows_and_takes_entropies_when_asked():
     torch.testing.assert_close(advantages.own, torch.tensor([[0.5], [3.5]]))
     unshared, _ = policy_split_step(**_one_group(group_size=2), settings=_settings(share_rollouts=False))
     assert unshared.cross is None
+
+
+@pytest.mark.parametrize("share_rollouts", [True, False])
+def test_policy_split_step_without_cross_logps_gives_what_the_full_step_gives_when_nothing_reads_them(share_rollouts):
+    # Two questions of 2n = 4 rows, uneven lengths, one row without a valid token.
+    base = torch.tensor([1.0, -1.0, 0.5, -0.5, 0.0, 2.0, -2.0, 0.0])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1], [0, 0, 0], [1, 1, 0], [1, 1, 1], [1, 0, 0], [1, 1, 1]])
+    group = {
+        "base_advantages": base,
+        "rewards": torch.tensor([1.0, 0.0, 1.0, float("nan"), 0.0, 1.0, 0.0, 1.0]),
+        "own_logps": -torch.rand(8, 3, generator=torch.Generator().manual_seed(0)),
+        "mask": mask,
+        "is_high_entropy": torch.tensor([False, False, True, True] * 2),
+        "group_size": 4,
+    }
+    settings = _settings(eta_high=0.0, kappa=1.0, bonus_normalization="zscore", share_rollouts=share_rollouts)
+    assert not settings.reads_cross_surprisals
+    full, full_metrics = policy_split_step(**group, cross_logps=-torch.rand(8, 3), settings=settings)
+    alone, metrics = policy_split_step(**group, cross_logps=None, settings=settings)
+    torch.testing.assert_close(alone.own, base.reshape(-1, 1).expand(8, 3), rtol=0, atol=0)
+    torch.testing.assert_close(alone.own, full.own, rtol=0, atol=0)
+    if share_rollouts:
+        torch.testing.assert_close(alone.cross, full.cross, rtol=0, atol=0)
+    else:
+        assert alone.cross is None and full.cross is None
+    assert (
+        metrics
+        == full_metrics
+        == {
+            "policy_split/normal/clamp_frac": 0.0,
+            "policy_split/high_entropy/clamp_frac": 0.0,
+            "policy_split/clamp_frac": 0.0,
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [{"eta_high": 0.1}, {"eta_normal": 0.1}, {"mode_kl_coef": 0.1}, {"cross_importance_sampling": "token_truncate"}],
+)
+def test_policy_split_step_asks_for_cross_logps_when_the_settings_read_them(setting):
+    settings = _settings(**{"eta_high": 0.0, **setting})
+    assert settings.reads_cross_surprisals
+    with pytest.raises(ValueError, match="needs cross_logps"):
+        policy_split_step(**{**_one_group(), "cross_logps": None}, settings=settings)
+
+
+def test_mode_kl_sums_from_the_loss_forward_equal_the_group_metrics():
+    # A micro-batch of own rows (the sampled ones) and cross rows; on-policy the loss forward gives a cross row
+    # its completion's log-probs under the other context, and an own row its sampled ones.
+    own = torch.tensor([[-1.0, -2.0], [-0.5, -0.5], [-3.0, -1.0]])
+    cross = torch.tensor([[-2.0, -2.5], [-1.5, -4.5], [-1.0, 0.0]])
+    mask = torch.tensor([[1, 1], [1, 1], [1, 0]])
+    is_high = torch.tensor([False, True, True])
+    rows = 3
+    sums = mode_kl_sums(
+        sampled_logps=torch.cat([own, own]),
+        logps=torch.cat([own, cross]),
+        mask=torch.cat([mask, mask]),
+        context=torch.cat([is_high, ~is_high]).long(),
+        is_cross=torch.cat([torch.zeros(rows, dtype=torch.bool), torch.ones(rows, dtype=torch.bool)]),
+    )
+    # Normal completion 0 under the HE prompt: differences [1, 0.5], mean 0.75. HE completions 1 and 2 under the
+    # normal prompt: [1, 4] (mean 2.5) and [-2] (its second token is padding).
+    assert sums["policy_split/kl_normal_to_high_entropy"].tolist() == [0.75, 1.0]
+    assert sums["policy_split/kl_normal_to_high_entropy_token"].tolist() == [1.5, 2.0]
+    assert sums["policy_split/kl_high_entropy_to_normal"].tolist() == [0.5, 2.0]
+    assert sums["policy_split/kl_high_entropy_to_normal_token"].tolist() == [3.0, 3.0]
+    metrics = policy_split_mode_metrics(
+        torch.ones(rows), torch.zeros(rows, 2, dtype=torch.long), mask, is_high, own, cross, 3, 0.5
+    )
+    for name, (total, count) in sums.items():
+        assert metrics[name] == pytest.approx(total.item() / count.item())
+    without = policy_split_mode_metrics(
+        torch.ones(rows), torch.zeros(rows, 2, dtype=torch.long), mask, is_high, own, None, 3, 0.5
+    )
+    assert set(metrics) - set(without) == set(sums)
 
 
 def test_dual_mode_settings_read_the_config_fields():

@@ -276,12 +276,19 @@ def test_every_loss_type_trains(tiny_model_dir, tmp_path, loss_type):
     ],
     ids=["accumulation", "iterations", "beta", "trl-entropy-knobs", "entropy-estimator", "uniform-only", "penalty"],
 )
-def test_composes_with_trl_options(tiny_model_dir, tmp_path, overrides):
-    trainer = make_trainer(tiny_model_dir, tmp_path, **overrides)
+@pytest.mark.parametrize("eta_high", [0.5, 0.0], ids=["bonus", "defaults"])  # 0.0: the cross pairs go unscored
+def test_composes_with_trl_options(tiny_model_dir, tmp_path, overrides, eta_high):
+    trainer = make_trainer(tiny_model_dir, tmp_path, **{"eta_high": eta_high, **overrides})
     trainer.train()
     losses = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert losses and all(math.isfinite(entry["loss"]) for entry in losses)
     assert all(math.isfinite(entry["policy_split/high_entropy/entropy"]) for entry in losses)
+    kl = [
+        entry["policy_split/kl_high_entropy_to_normal_token"]
+        for entry in losses
+        if "policy_split/kl_high_entropy_to_normal_token" in entry
+    ]
+    assert kl and all(math.isfinite(value) for value in kl)  # from generation, or from the loss when not scored
     if "beta" in overrides:
         assert all(entry["kl"] >= 0 for entry in losses)
 
@@ -296,9 +303,11 @@ def test_old_logps_from_trl_are_reused_and_extended_to_cross_pairs(tiny_model_di
     torch.testing.assert_close(batch["old_per_token_logps"][mask], expected[mask], atol=3e-3, rtol=1e-3)
 
 
-def test_beta_adds_reference_logps_for_cross_pairs(tiny_model_dir, tmp_path):
-    trainer = make_trainer(tiny_model_dir, tmp_path, beta=0.1)
+@pytest.mark.parametrize("eta_high", [0.5, 0.0], ids=["bonus", "defaults"])
+def test_beta_adds_reference_logps_for_cross_pairs(tiny_model_dir, tmp_path, eta_high):
+    trainer = make_trainer(tiny_model_dir, tmp_path, beta=0.1, eta_high=eta_high)
     _, batch = first_batch(trainer)
+    assert batch["ref_per_token_logps"].shape == batch["completion_ids"].shape
     # Before any update the reference equals the policy, under each row's own context.
     mask = batch["completion_mask"].bool()
     torch.testing.assert_close(

@@ -693,6 +693,13 @@ class DualModeSettings:
         values = {name: getattr(config, name) for name in cls.__dataclass_fields__ if name != "eta_high"}
         return cls(eta_high=eta_high, **values)
 
+    @property
+    def reads_cross_surprisals(self) -> bool:
+        """Whether the advantages depend on the completions' surprisals at all: an internal reward (a non-zero eta),
+        the inter-mode penalty or the cross rows' importance weights. Without any, every row's advantage is its base
+        advantage, and `policy_split_step` needs no cross log-probs."""
+        return bool(self.eta_high or self.eta_normal or self.mode_kl_coef or self.cross_importance_sampling != "none")
+
 
 class DualModeAdvantages(NamedTuple):
     """Per-token advantages of the generated rows under their own context and, with shared rollouts, of their cross
@@ -720,7 +727,7 @@ def policy_split_step(
     base_advantages: torch.Tensor,
     rewards: torch.Tensor,
     own_logps: torch.Tensor,
-    cross_logps: torch.Tensor,
+    cross_logps: torch.Tensor | None,
     mask: torch.Tensor,
     is_high_entropy: torch.Tensor,
     group_size: int,
@@ -734,9 +741,17 @@ def policy_split_step(
     on HE-context rows (outside the clamp), added to the base advantage; the cross rows' importance weights, if set,
     scale their advantages. ``*_logps`` are the sampling policy's log-probs of each completion under its own and the
     other context; ``*_entropies`` replace their surprisals as the estimate with ``entropy_estimator="entropy"``.
-    Metrics: the share of clamped tokens per context and overall, and the cross rows' mean weight per context."""
+    Metrics: the share of clamped tokens per context and overall, and the cross rows' mean weight per context.
+    ``cross_logps`` may be None when the settings read no surprisal (`DualModeSettings.reads_cross_surprisals`): the
+    result is the same as with any log-probs, the base advantage on every token."""
     high = is_high_entropy.bool()
     advantage_group = group_size if settings.share_rollouts else group_size // 2
+    if cross_logps is None:
+        if settings.reads_cross_surprisals:
+            raise ValueError(
+                "policy_split_step needs cross_logps: an eta, mode_kl_coef or cross_importance_sampling is set."
+            )
+        return _base_advantages_only(base_advantages, mask, high, settings.share_rollouts)
     if settings.entropy_estimator == "entropy":
         if own_entropies is None or cross_entropies is None:
             raise ValueError('entropy_estimator="entropy" needs own_entropies and cross_entropies.')
@@ -791,6 +806,24 @@ def policy_split_step(
     return DualModeAdvantages(own, cross, weights), metrics
 
 
+def _base_advantages_only(
+    base_advantages: torch.Tensor, mask: torch.Tensor, high: torch.Tensor, share_rollouts: bool
+) -> tuple[DualModeAdvantages, Metrics]:
+    """`policy_split_step` when no surprisal enters the advantages: the base advantage on every token of every row
+    (exactly what the full step gives then: it adds zero terms), and no token clamped."""
+    own = base_advantages.reshape(-1, 1) + torch.zeros_like(mask, dtype=base_advantages.dtype)
+    cross = own.clone() if share_rollouts else None
+    zeros = torch.zeros_like(mask, dtype=torch.float32)
+    clamp_sums = _clamp_sums(zeros, zeros, mask, high)  # each context's tokens, none clamped
+    if share_rollouts:
+        clamp_sums = clamp_sums + _clamp_sums(zeros, zeros, mask, ~high)
+    metrics: Metrics = {}
+    for index, name in enumerate(("normal", "high_entropy")):
+        metrics[f"policy_split/{name}/clamp_frac"] = _fraction(*clamp_sums[index])
+    metrics["policy_split/clamp_frac"] = _fraction(*clamp_sums.sum(dim=0))
+    return DualModeAdvantages(own, cross, None), metrics
+
+
 def _cross_weight_metrics(weights: torch.Tensor, mask: torch.Tensor, is_high: torch.Tensor, cap: float) -> Metrics:
     """Mean importance weight of the cross rows' tokens per training context, and the share at the cap. A cross row
     is trained under the other mode's prompt: normal completions under the HE one (Q4), and back."""
@@ -811,7 +844,7 @@ def policy_split_mode_metrics(
     mask: torch.Tensor,
     is_high_entropy: torch.Tensor,
     own_logps: torch.Tensor,
-    cross_logps: torch.Tensor,
+    cross_logps: torch.Tensor | None,
     group_size: int,
     correct_threshold: float,
     share_rollouts: bool = True,
@@ -819,13 +852,13 @@ def policy_split_mode_metrics(
     """Per-mode metrics of §1.5 on whole question groups: completions, trained sequences, reward, length,
     surprisal, distinct correct completions per question, and the inter-mode KL twice: ``kl_<from>_to_<to>`` as the
     paper averages it (per completion over its tokens, then over the mode's completions) and ``..._token``
-    token-weighted (the mode's token sum over its token count)."""
+    token-weighted (the mode's token sum over its token count). Without ``cross_logps``, no KL (`mode_kl_sums`
+    gives it from the loss forward then)."""
     mask = mask.float()
     high = is_high_entropy.bool()
     correct = rewards > correct_threshold  # NaN compares False
     lengths = mask.sum(dim=1)
     surprisal_own = -own_logps.float()
-    cross_minus_own = (own_logps.float() - cross_logps.float()) * mask
     metrics: Metrics = {}
     for name in ("normal", "high_entropy"):
         rows = high if name == "high_entropy" else ~high
@@ -838,10 +871,41 @@ def policy_split_mode_metrics(
         metrics[f"{prefix}/surprisal"] = _fraction((surprisal_own * mask)[rows].sum(), tokens)
         distinct = distinct_correct_per_group(completion_ids, mask, correct & rows, group_size)
         metrics[f"{prefix}/distinct_correct"] = _mean(distinct)
-        kl_name = "kl_normal_to_high_entropy" if name == "normal" else "kl_high_entropy_to_normal"
-        metrics[f"policy_split/{kl_name}"] = mean_of_sequence_means(cross_minus_own[rows], mask[rows]).item()
-        metrics[f"policy_split/{kl_name}_token"] = _fraction(cross_minus_own[rows].sum(), tokens)
+        if cross_logps is not None:
+            cross_minus_own = (own_logps.float() - cross_logps.float()) * mask
+            kl_name = _KL_NAMES[name]
+            metrics[f"policy_split/{kl_name}"] = mean_of_sequence_means(cross_minus_own[rows], mask[rows]).item()
+            metrics[f"policy_split/{kl_name}_token"] = _fraction(cross_minus_own[rows].sum(), tokens)
     return metrics
+
+
+_KL_NAMES = {"normal": "kl_normal_to_high_entropy", "high_entropy": "kl_high_entropy_to_normal"}
+
+
+def mode_kl_sums(
+    sampled_logps: torch.Tensor,
+    logps: torch.Tensor,
+    mask: torch.Tensor,
+    context: torch.Tensor,
+    is_cross: torch.Tensor,
+) -> TokenSums:
+    """The inter-mode KL of §1.5 from a loss micro-batch's cross rows, as ``TokenSums``, for when no scoring forward
+    gave the cross log-probs. On-policy the loss forward's ``logps`` of a cross row are its completion's log-probs
+    under the other context at the sampling policy; ``sampled_logps`` are that completion's under the context it was
+    sampled in. A cross row trained under the HE context holds a normal completion (``kl_normal_to_high_entropy``),
+    and back. Per-completion means (the paper's average) count rows; ``_token`` sums count tokens."""
+    valid = mask.bool()
+    difference = (sampled_logps.float() - logps.detach().float()).masked_fill(~valid, 0.0)
+    counts = valid.sum(dim=1)
+    has_tokens = is_cross.bool() & (counts > 0)
+    row_means = difference.sum(dim=1) / counts.clamp(min=1)
+    sums: TokenSums = {}
+    for name, completion_context in (("normal", 1), ("high_entropy", 0)):
+        rows = has_tokens & (context == completion_context)
+        kl_name = _KL_NAMES[name]
+        sums[f"policy_split/{kl_name}"] = torch.stack([row_means[rows].sum(), rows.sum().float()])
+        sums[f"policy_split/{kl_name}_token"] = token_sums(difference, valid & rows.unsqueeze(1))
+    return sums
 
 
 def mode_entropy_sums(

@@ -3,8 +3,9 @@
 TRL generates, scores and computes the base advantage over each question's ``2n`` completions; this class
 tags half of each group as high-entropy (their prompt gets the instruction), then post-processes TRL's
 batch: it adds the cross pairs (every completion behind the other mode's prompt, same token ids), scores
-all rows once without gradient, and turns the advantages into per-token advantages with the clamped
-internal reward (`functional.policy_split_step`). TRL's own loss (every ``loss_type``) then trains on the result.
+them once without gradient when a setting reads them before the loss (`_cross_logps_needed`; not at the
+defaults), and turns the advantages into per-token advantages with the clamped internal reward
+(`functional.policy_split_step`). TRL's own loss (every ``loss_type``) then trains on the result.
 """
 
 from __future__ import annotations
@@ -32,10 +33,10 @@ from .functional import (
     grpo_advantages,
     kl_high_entropy_to_normal,
     mode_entropy_sums,
+    mode_kl_sums,
     policy_split_mode_metrics,
     policy_split_modes,
     policy_split_step,
-    weighted_total_reward,
 )
 from .memory import release_free_heap
 from .model_card import high_entropy_section, used_methods
@@ -49,6 +50,7 @@ _NORMAL_PROMPT_KEY = "_policy_split_normal_prompt"
 CONTEXT_KEY = "policy_split_context"
 IS_CROSS_KEY = "policy_split_is_cross"
 BASE_ADVANTAGE_KEY = "policy_split_base_advantages"
+SAMPLED_LOGPS_KEY = "policy_split_sampled_logps"  # each row's completion under the context it was sampled in
 ETA_HIGH_FILE = "policy_split_eta_high.json"  # the adapted eta_high, saved with each checkpoint
 logger = logging.get_logger(__name__)
 _UNSUPPORTED_BATCH_KEYS = ("pixel_values", "image_grid_thw", "num_images", "token_type_ids", "mm_token_type_ids")
@@ -58,7 +60,7 @@ class ContextScores(NamedTuple):
     """The sampling policy's view of each generated completion under its own and the other mode's prompt."""
 
     own_logps: torch.Tensor
-    cross_logps: torch.Tensor
+    cross_logps: torch.Tensor | None  # None when nothing reads them before the loss (`_cross_logps_needed`)
     entropies: torch.Tensor | None  # own rows then cross rows, with entropy_estimator="entropy"
     cross_ref_logps: torch.Tensor | None  # the reference model's, for TRL's KL term on the cross rows
 
@@ -220,14 +222,15 @@ class PolicySplitTrainer(AdvantageShapingTrainer):
             output["completion_mask"],
             pad_token_id(self),
         )
-        scores = self._score_both_contexts(output, cross, mode)
+        scores = self._score_both_contexts(output, cross, mode, cross_needed=self._cross_logps_needed(output, mode))
         # The base advantage (GRPO's or the asymmetric rule, plus DiPO's term) over each question's group.
         advantage_group = group_size if args.share_rollouts else group_size // 2
         base = None if args.share_rollouts else self._per_mode_grpo_advantages(rewards_per_func, advantage_group)
-        output = self._shape_advantages(output, rewards_per_func, mode, advantage_group, scores.own_logps, base)
+        output, base, rewards = self._shape_advantages(
+            output, rewards_per_func, mode, advantage_group, scores.own_logps, base
+        )
         # The internal reward is normalized over whole question groups: every process's rows.
-        every = every_process_rows(output, scores, is_high)
-        rewards = weighted_total_reward(rewards_per_func, self.reward_weights)
+        every = every_process_rows(output, scores, is_high, base)
         if mode == "train" and args.eta_high_target_kl > 0:
             self._adapt_eta_high(every)
         advantages, metrics = policy_split_step(
@@ -285,15 +288,40 @@ class PolicySplitTrainer(AdvantageShapingTrainer):
         mask = pad([torch.ones_like(p) for p in ids], 0, "left", self.pad_to_multiple_of).to(device)
         return padded, mask
 
-    def _score_both_contexts(self, output: dict[str, Any], cross: CrossPairInputs, mode: str) -> ContextScores:
-        """One no-grad forward of the rows it needs: the cross pairs, and the generated rows too unless their
-        log-probs are known (TRL's old ones, or the sampler's: see `sampling.py`) and no entropy is needed."""
+    def _cross_logps_needed(self, output: dict[str, Any], mode: str) -> bool:
+        """Whether this batch needs the cross pairs' log-probs before the loss. Not when nothing reads them then:
+        training on-policy (TRL takes no old log-probs, and the cross rows' old ones are their loss forward's), with
+        no surprisal in the advantages (`DualModeSettings.reads_cross_surprisals`, the defaults), no controller and
+        no TRL option reading sampling log-probs, and the generated rows' log-probs known from sampling on every
+        process. The inter-mode KL is then logged from the loss forward (`functional.mode_kl_sums`)."""
+        args = self.args
+        settings = DualModeSettings.from_config(args, self.eta_high)
+        if (
+            mode != "train"
+            or not args.share_rollouts
+            or settings.reads_cross_surprisals
+            or args.eta_high_target_kl > 0
+            or "old_per_token_logps" in output
+            or self.off_policy_mask_threshold is not None
+        ):
+            return True
+        known = torch.tensor([self._known_sampling_logps(output) is not None], device=self.accelerator.device)
+        return not bool(self.accelerator.gather(known).all())  # every process must take the same forwards
+
+    def _score_both_contexts(
+        self, output: dict[str, Any], cross: CrossPairInputs, mode: str, cross_needed: bool = True
+    ) -> ContextScores:
+        """One no-grad forward of the rows it needs: the cross pairs (unless not ``cross_needed``), and the generated
+        rows too unless their log-probs are known (TRL's old ones, or the sampler's: see `sampling.py`) and no
+        entropy is needed. The reference model's log-probs of the cross pairs, for TRL's KL term, in any case."""
         args = self.args
         rows, logits_to_keep = output["completion_ids"].shape
         batch_size = self.scoring_batch_size if mode == "train" else args.per_device_eval_batch_size
         known_own_logps = self._known_sampling_logps(output)
         with torch.no_grad(), disable_gradient_checkpointing(self.model, args.gradient_checkpointing_kwargs):
-            if known_own_logps is None or args.entropy_estimator == "entropy":
+            if not cross_needed:
+                own_logps, cross_logps, entropies = known_own_logps, None, None
+            elif known_own_logps is None or args.entropy_estimator == "entropy":
                 logps, entropies = self._score(cross.input_ids, cross.attention_mask, logits_to_keep, batch_size)
                 own_logps, cross_logps = logps[:rows], logps[rows:]
             else:  # only the cross pairs are new
@@ -338,10 +366,13 @@ class PolicySplitTrainer(AdvantageShapingTrainer):
             # still resident around the accumulated gradients: hand them back first (see `memory.py`).
             release_free_heap()
         inputs = record.inputs
-        if record.entropies is None or CONTEXT_KEY not in inputs:
+        if CONTEXT_KEY not in inputs:
             return
+        mask, context, is_cross = loss_mask(inputs), inputs[CONTEXT_KEY], inputs[IS_CROSS_KEY]
         # A mode absent from every process's micro-batch logs NaN, which TRL's `log` leaves out of the average.
-        sums = mode_entropy_sums(record.entropies, loss_mask(inputs), inputs[CONTEXT_KEY], inputs[IS_CROSS_KEY])
+        sums = {} if record.entropies is None else mode_entropy_sums(record.entropies, mask, context, is_cross)
+        if SAMPLED_LOGPS_KEY in inputs and record.logps is not None:  # no scoring forward: the KL from this one
+            sums |= mode_kl_sums(inputs[SAMPLED_LOGPS_KEY], record.logps, mask, context, is_cross)
         self._log_token_means(mode, sums)
 
     # ----------------------------------------------------------------------------------------------------------
@@ -379,7 +410,7 @@ class EveryProcessRows(NamedTuple):
 
     base: torch.Tensor
     own_logps: torch.Tensor
-    cross_logps: torch.Tensor
+    cross_logps: torch.Tensor | None  # None when the batch needs none before the loss
     mask: torch.Tensor
     is_high: torch.Tensor
     completion_ids: torch.Tensor  # -1 past each completion, for the distinct-correct count
@@ -387,15 +418,18 @@ class EveryProcessRows(NamedTuple):
     cross_entropies: torch.Tensor | None
 
 
-def every_process_rows(output: dict[str, Any], scores: ContextScores, is_high: torch.Tensor) -> EveryProcessRows:
-    """Gather what the group steps read from every process (one all-gather each; a no-op on one process)."""
+def every_process_rows(
+    output: dict[str, Any], scores: ContextScores, is_high: torch.Tensor, base: torch.Tensor
+) -> EveryProcessRows:
+    """Gather what the group steps read from every process (one all-gather each; a no-op on one process). ``base``:
+    every process's base advantages, which the shaping already holds."""
     mask = loss_mask(output)
     rows = mask.size(0)
     entropies = scores.entropies
     return EveryProcessRows(
-        base=gather_padded(output["advantages"]),
+        base=base,
         own_logps=gather_padded(scores.own_logps.float()),
-        cross_logps=gather_padded(scores.cross_logps.float()),
+        cross_logps=None if scores.cross_logps is None else gather_padded(scores.cross_logps.float()),
         mask=gather_padded(mask.long()),
         is_high=gather_padded(is_high),
         completion_ids=gather_padded(output["completion_ids"].masked_fill(mask == 0, -1), pad_value=-1),
@@ -429,7 +463,7 @@ def training_batch(
 def with_cross_pairs(
     output: dict[str, Any],
     cross: CrossPairInputs,
-    cross_logps: torch.Tensor,
+    cross_logps: torch.Tensor | None,
     cross_ref_logps: torch.Tensor | None,
 ) -> dict[str, Any]:
     """TRL's batch doubled: rows ``[generated..., cross pairs...]``, cross pair i reusing completion i's ids."""
@@ -444,10 +478,17 @@ def with_cross_pairs(
     doubled["num_items_in_batch"] = output["num_items_in_batch"] * 2
     # Cross pairs were not sampled under their context: their old log-probs come from the scoring forward, and
     # sampler-based corrections (vLLM importance sampling) are neutral for them.
-    if "old_per_token_logps" in output:
-        doubled["old_per_token_logps"] = torch.cat([output["old_per_token_logps"], cross_logps])
-    if "sampling_per_token_logps" in output:
-        doubled["sampling_per_token_logps"] = torch.cat([output["sampling_per_token_logps"], cross_logps])
+    if cross_logps is None:
+        # Not scored: on-policy with nothing reading them, so TRL takes the cross rows' old log-probs from their loss
+        # forward. What each row's completion had under the context it was sampled in, for the KL (`mode_kl_sums`);
+        # TRL's own slot for them is read only by options that make the cross pairs needed.
+        sampled = doubled.pop("sampling_per_token_logps")
+        doubled[SAMPLED_LOGPS_KEY] = torch.cat([sampled, sampled])
+    else:
+        if "old_per_token_logps" in output:
+            doubled["old_per_token_logps"] = torch.cat([output["old_per_token_logps"], cross_logps])
+        if "sampling_per_token_logps" in output:
+            doubled["sampling_per_token_logps"] = torch.cat([output["sampling_per_token_logps"], cross_logps])
     if "importance_sampling_ratio" in output:
         ratio = output["importance_sampling_ratio"]
         doubled["importance_sampling_ratio"] = torch.cat([ratio, torch.ones_like(ratio)])

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from accelerate.utils import is_peft_model
@@ -103,9 +103,19 @@ class LossRecord:
     reused by ``num_iterations > 1`` is never shaped twice) and leaves here what the loss call needs afterwards."""
 
     inputs: dict[str, Any]
+    logps: torch.Tensor | None = None  # of the policy forward (detached), for Policy Split's KL when not scored
     entropies: torch.Tensor | None = None  # of the policy forward, for per-mode logging
     penalty: torch.Tensor | None = None  # KL-Cov's term, added to TRL's loss
     forwarded: bool = False  # only the loss's own policy forward is shaped
+
+
+class ShapedAdvantages(NamedTuple):
+    """`_shape_advantages`' result: the batch with this process's rows, and the group-level tensors it computed over
+    every process's rows (Policy Split's own group step reads them instead of gathering them again)."""
+
+    batch: dict[str, Any]
+    advantages: torch.Tensor  # every process's base advantages, shaped
+    rewards: torch.Tensor  # every process's weighted total rewards
 
 
 class AdvantageShapingTrainer(GRPOTrainer):
@@ -192,7 +202,7 @@ class AdvantageShapingTrainer(GRPOTrainer):
         """TRL's scored batch -> the batch the loss trains on (Policy Split adds its cross pairs here)."""
         mode = "train" if self.model.training else "eval"
         group_size = self.num_generations if mode == "train" else self.num_generations_eval
-        return self._shape_advantages(output, rewards_per_func, mode, group_size)
+        return self._shape_advantages(output, rewards_per_func, mode, group_size).batch
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         # TRL gathers every process's rewards here; the shaping needs them over whole groups.
@@ -260,7 +270,7 @@ class AdvantageShapingTrainer(GRPOTrainer):
         record = self._call
         if isinstance(record, LossRecord) and not record.forwarded:
             record.forwarded = True
-            record.entropies = entropies
+            record.logps, record.entropies = logps.detach(), entropies
             logps = self._shape_loss(record, logps, entropies)
         return logps, entropies, aux_loss
 
@@ -340,7 +350,7 @@ class AdvantageShapingTrainer(GRPOTrainer):
         group_size: int,
         logps: torch.Tensor | None = None,
         base: torch.Tensor | None = None,
-    ) -> dict[str, Any]:
+    ) -> ShapedAdvantages:
         """Replace TRL's advantages by the shaped ones, computed over every process's rows. ``logps``: the sampling
         policy's log-probs when at hand; ``base``: every process's base advantages when not TRL's."""
         args = self.args
@@ -382,7 +392,7 @@ class AdvantageShapingTrainer(GRPOTrainer):
         if replaced:
             output["advantages"] = local_rows(advantages, rows)
             replace_logged_advantages(self, advantages)
-        return output
+        return ShapedAdvantages(output, advantages, rewards)
 
     def _known_sampling_logps(self, output: dict[str, Any]) -> torch.Tensor | None:
         """The sampling policy's log-probs of the generated tokens if no forward is needed: TRL's old log-probs,
