@@ -137,8 +137,8 @@ def test_policy_split_at_defaults_runs_no_scoring_forward(tiny_model_dir, tmp_pa
 
 
 def test_skipping_the_scoring_forward_changes_no_gradient_and_not_the_logged_kl(tiny_model_dir, tmp_path, monkeypatch):
-    # One micro-batch per generation batch, so the loss-forward KL (a mean per micro-batch) is the batch's mean.
-    settings = {"eta_high": 0.0, "keep_grpo_micro_batch": False}
+    # The default two micro-batches per generation batch: each loss call logs its part of the batch's KL.
+    settings = {"eta_high": 0.0}
     skipped, _, trainer = first_step_gradients(tiny_model_dir, tmp_path / "skipped", **settings)
     skipped_logs = trainer.state.log_history[0]
     monkeypatch.setattr(PolicySplitTrainer, "_cross_logps_needed", lambda self, output, mode: True)
@@ -147,9 +147,10 @@ def test_skipping_the_scoring_forward_changes_no_gradient_and_not_the_logged_kl(
     assert skipped.keys() == scored.keys() and skipped
     for name in skipped:
         torch.testing.assert_close(skipped[name], scored[name], rtol=0, atol=0)
-    for name in KL_METRICS:
-        assert math.isfinite(scored_logs[name]) and abs(scored_logs[name]) > 1e-4  # the modes do differ
-        assert skipped_logs[name] == pytest.approx(scored_logs[name], rel=1e-4, abs=1e-6), name
+    assert all(math.isfinite(scored_logs[name]) for name in KL_METRICS)
+    assert max(abs(scored_logs[name]) for name in KL_METRICS) > 1e-5  # the modes do differ
+    for name in KL_METRICS:  # float32 log-probs of two forwards: about 1e-7 apart per token
+        assert skipped_logs[name] == pytest.approx(scored_logs[name], rel=1e-3, abs=1e-6), name
 
 
 def test_policy_split_without_sampler_logprobs_scores_every_row(tiny_model_dir, tmp_path):

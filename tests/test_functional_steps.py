@@ -18,7 +18,8 @@ from trl_policysplit.functional import (
     kl_cov_step,
     kl_high_entropy_to_normal,
     mode_entropy_sums,
-    mode_kl_sums,
+    mode_kl_parts,
+    mode_kl_shares,
     outside_reward_range,
     policy_split_mode_metrics,
     policy_split_modes,
@@ -223,36 +224,48 @@ def test_policy_split_step_asks_for_cross_logps_when_the_settings_read_them(sett
         policy_split_step(**{**_one_group(), "cross_logps": None}, settings=settings)
 
 
-def test_mode_kl_sums_from_the_loss_forward_equal_the_group_metrics():
-    # A micro-batch of own rows (the sampled ones) and cross rows; on-policy the loss forward gives a cross row
-    # its completion's log-probs under the other context, and an own row its sampled ones.
+def test_mode_kl_parts_of_the_loss_micro_batches_add_up_to_the_group_metrics():
+    # Three completions (normal 0, HE 1 and 2; completion 2 has one valid token), each row also as a cross row.
     own = torch.tensor([[-1.0, -2.0], [-0.5, -0.5], [-3.0, -1.0]])
     cross = torch.tensor([[-2.0, -2.5], [-1.5, -4.5], [-1.0, 0.0]])
     mask = torch.tensor([[1, 1], [1, 1], [1, 0]])
     is_high = torch.tensor([False, True, True])
-    rows = 3
-    sums = mode_kl_sums(
-        sampled_logps=torch.cat([own, own]),
-        logps=torch.cat([own, cross]),
-        mask=torch.cat([mask, mask]),
-        context=torch.cat([is_high, ~is_high]).long(),
-        is_cross=torch.cat([torch.zeros(rows, dtype=torch.bool), torch.ones(rows, dtype=torch.bool)]),
+    shares = mode_kl_shares(mask, is_high)
+    # Per completion 1 / |S| (1 normal, 2 HE completions); per token 1 / tokens (2 normal, 3 HE tokens).
+    torch.testing.assert_close(shares, torch.tensor([[1.0, 0.5], [0.5, 1 / 3], [0.5, 1 / 3]]))
+    batch = {  # own rows then cross rows; on-policy the loss forward gives a cross row its cross log-probs
+        "sampled_logps": torch.cat([own, own]),
+        "logps": torch.cat([own, cross]),
+        "mask": torch.cat([mask, mask]),
+        "context": torch.cat([is_high, ~is_high]).long(),
+        "is_cross": torch.tensor([False] * 3 + [True] * 3),
+        "shares": torch.cat([torch.zeros_like(shares), shares]),
+    }
+    # Two micro-batches, rows shuffled between them: the parts add up to the same.
+    order = torch.tensor([4, 0, 2, 5, 1, 3])
+    halves = [{key: value[order[i : i + 3]] for key, value in batch.items()} for i in (0, 3)]
+    parts = [mode_kl_parts(**half) for half in halves]
+    totals = {name: sum(part[name] for part in parts).item() for name in parts[0]}
+    # Normal completion 0 under the HE prompt: differences [1, 0.5]. HE completions under the normal prompt: [1, 4]
+    # and [-2] (its second token is padding): per completion (2.5 - 2) / 2, per token 3 / 3.
+    assert totals == pytest.approx(
+        {
+            "policy_split/kl_normal_to_high_entropy": 0.75,
+            "policy_split/kl_normal_to_high_entropy_token": 0.75,
+            "policy_split/kl_high_entropy_to_normal": 0.25,
+            "policy_split/kl_high_entropy_to_normal_token": 1.0,
+        }
     )
-    # Normal completion 0 under the HE prompt: differences [1, 0.5], mean 0.75. HE completions 1 and 2 under the
-    # normal prompt: [1, 4] (mean 2.5) and [-2] (its second token is padding).
-    assert sums["policy_split/kl_normal_to_high_entropy"].tolist() == [0.75, 1.0]
-    assert sums["policy_split/kl_normal_to_high_entropy_token"].tolist() == [1.5, 2.0]
-    assert sums["policy_split/kl_high_entropy_to_normal"].tolist() == [0.5, 2.0]
-    assert sums["policy_split/kl_high_entropy_to_normal_token"].tolist() == [3.0, 3.0]
     metrics = policy_split_mode_metrics(
-        torch.ones(rows), torch.zeros(rows, 2, dtype=torch.long), mask, is_high, own, cross, 3, 0.5
+        torch.ones(3), torch.zeros(3, 2, dtype=torch.long), mask, is_high, own, cross, 3, 0.5
     )
-    for name, (total, count) in sums.items():
-        assert metrics[name] == pytest.approx(total.item() / count.item())
+    assert {name: metrics[name] for name in totals} == pytest.approx(totals)
     without = policy_split_mode_metrics(
-        torch.ones(rows), torch.zeros(rows, 2, dtype=torch.long), mask, is_high, own, None, 3, 0.5
+        torch.ones(3), torch.zeros(3, 2, dtype=torch.long), mask, is_high, own, None, 3, 0.5
     )
-    assert set(metrics) - set(without) == set(sums)
+    assert set(metrics) - set(without) == set(totals)
+    assert torch.isnan(mode_kl_shares(mask, torch.zeros(3, dtype=torch.bool))[:, 0]).sum() == 0  # all normal
+    assert torch.isnan(mode_kl_shares(torch.zeros(3, 2, dtype=torch.long), is_high)).all()  # no valid token
 
 
 def test_dual_mode_settings_read_the_config_fields():

@@ -882,30 +882,46 @@ def policy_split_mode_metrics(
 _KL_NAMES = {"normal": "kl_normal_to_high_entropy", "high_entropy": "kl_high_entropy_to_normal"}
 
 
-def mode_kl_sums(
+def mode_kl_shares(mask: torch.Tensor, is_high_entropy: torch.Tensor) -> torch.Tensor:
+    """``(N, 2)``: each completion's weight in its mode's KL means of §1.5, ``1 / |S|`` (per completion; 0 for a
+    completion without a valid token) and ``1 / tokens`` (token-weighted), over whole groups (every process's rows);
+    NaN for a mode without any. `mode_kl_parts` weighs a loss micro-batch's cross rows with them."""
+    valid = mask.bool()
+    lengths = valid.sum(dim=1)
+    high = is_high_entropy.bool()
+    shares = torch.zeros(mask.size(0), 2)
+    for rows in (~high, high):
+        completions, tokens = (rows & (lengths > 0)).sum(), lengths[rows].sum()
+        shares[rows, 0] = (lengths[rows] > 0).float() / completions if completions > 0 else math.nan
+        shares[rows, 1] = 1.0 / tokens if tokens > 0 else math.nan
+    return shares.to(mask.device)
+
+
+def mode_kl_parts(
     sampled_logps: torch.Tensor,
     logps: torch.Tensor,
     mask: torch.Tensor,
     context: torch.Tensor,
     is_cross: torch.Tensor,
-) -> TokenSums:
-    """The inter-mode KL of §1.5 from a loss micro-batch's cross rows, as ``TokenSums``, for when no scoring forward
-    gave the cross log-probs. On-policy the loss forward's ``logps`` of a cross row are its completion's log-probs
-    under the other context at the sampling policy; ``sampled_logps`` are that completion's under the context it was
-    sampled in. A cross row trained under the HE context holds a normal completion (``kl_normal_to_high_entropy``),
-    and back. Per-completion means (the paper's average) count rows; ``_token`` sums count tokens."""
+    shares: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """One loss micro-batch's part of the inter-mode KL of §1.5 (0-dim tensors), for when no scoring forward gave the
+    cross log-probs: summed over every micro-batch of a generation batch and every process, the parts are the KLs
+    `policy_split_mode_metrics` gives. On-policy the loss forward's ``logps`` of a cross row are its completion's
+    log-probs under the other context at the sampling policy; ``sampled_logps`` are that completion's under the
+    context it was sampled in; ``shares`` are `mode_kl_shares` of the row's completion. A cross row trained under the
+    HE context holds a normal completion (``kl_normal_to_high_entropy``), and back."""
     valid = mask.bool()
     difference = (sampled_logps.float() - logps.detach().float()).masked_fill(~valid, 0.0)
-    counts = valid.sum(dim=1)
-    has_tokens = is_cross.bool() & (counts > 0)
-    row_means = difference.sum(dim=1) / counts.clamp(min=1)
-    sums: TokenSums = {}
+    row_sums = difference.sum(dim=1)
+    row_means = row_sums / valid.sum(dim=1).clamp(min=1)
+    parts: dict[str, torch.Tensor] = {}
     for name, completion_context in (("normal", 1), ("high_entropy", 0)):
-        rows = has_tokens & (context == completion_context)
+        rows = is_cross.bool() & (context == completion_context)
         kl_name = _KL_NAMES[name]
-        sums[f"policy_split/{kl_name}"] = torch.stack([row_means[rows].sum(), rows.sum().float()])
-        sums[f"policy_split/{kl_name}_token"] = token_sums(difference, valid & rows.unsqueeze(1))
-    return sums
+        parts[f"policy_split/{kl_name}"] = (row_means * shares[:, 0].to(row_means))[rows].sum()
+        parts[f"policy_split/{kl_name}_token"] = (row_sums * shares[:, 1].to(row_sums))[rows].sum()
+    return parts
 
 
 def mode_entropy_sums(

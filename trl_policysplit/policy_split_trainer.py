@@ -33,7 +33,8 @@ from .functional import (
     grpo_advantages,
     kl_high_entropy_to_normal,
     mode_entropy_sums,
-    mode_kl_sums,
+    mode_kl_parts,
+    mode_kl_shares,
     policy_split_mode_metrics,
     policy_split_modes,
     policy_split_step,
@@ -51,6 +52,7 @@ CONTEXT_KEY = "policy_split_context"
 IS_CROSS_KEY = "policy_split_is_cross"
 BASE_ADVANTAGE_KEY = "policy_split_base_advantages"
 SAMPLED_LOGPS_KEY = "policy_split_sampled_logps"  # each row's completion under the context it was sampled in
+KL_SHARES_KEY = "policy_split_kl_shares"  # each cross row's weight in its mode's KL means (`mode_kl_shares`)
 ETA_HIGH_FILE = "policy_split_eta_high.json"  # the adapted eta_high, saved with each checkpoint
 logger = logging.get_logger(__name__)
 _UNSUPPORTED_BATCH_KEYS = ("pixel_values", "image_grid_thw", "num_images", "token_type_ids", "mm_token_type_ids")
@@ -259,7 +261,11 @@ class PolicySplitTrainer(AdvantageShapingTrainer):
         if mode == "train":
             metrics["policy_split/eta_high"] = self.eta_high
         self._log_metrics(mode, metrics)
-        return training_batch(output, cross, scores, is_high, advantages)
+        batch = training_batch(output, cross, scores, is_high, advantages)
+        if SAMPLED_LOGPS_KEY in batch:  # the KL comes from the loss forwards: each cross row's share of it
+            shares = local_rows(mode_kl_shares(every.mask, every.is_high), output["completion_ids"].size(0))
+            batch[KL_SHARES_KEY] = torch.cat([torch.zeros_like(shares), shares])
+        return batch
 
     def _per_mode_grpo_advantages(self, rewards_per_func: torch.Tensor, group_size: int) -> torch.Tensor:
         """The per-mode ablation's base advantage: GRPO's over each mode's n rows (TRL's groups hold both modes)."""
@@ -371,9 +377,16 @@ class PolicySplitTrainer(AdvantageShapingTrainer):
         mask, context, is_cross = loss_mask(inputs), inputs[CONTEXT_KEY], inputs[IS_CROSS_KEY]
         # A mode absent from every process's micro-batch logs NaN, which TRL's `log` leaves out of the average.
         sums = {} if record.entropies is None else mode_entropy_sums(record.entropies, mask, context, is_cross)
-        if SAMPLED_LOGPS_KEY in inputs and record.logps is not None:  # no scoring forward: the KL from this one
-            sums |= mode_kl_sums(inputs[SAMPLED_LOGPS_KEY], record.logps, mask, context, is_cross)
         self._log_token_means(mode, sums)
+        if SAMPLED_LOGPS_KEY in inputs and record.logps is not None:  # no scoring forward: the KL from this one
+            parts = mode_kl_parts(
+                inputs[SAMPLED_LOGPS_KEY], record.logps, mask, context, is_cross, inputs[KL_SHARES_KEY]
+            )
+            totals = self.accelerator.reduce(torch.stack(list(parts.values())), reduction="sum")
+            # TRL averages what each loss call logs; a generation batch's parts are spread over its
+            # steps_per_generation slices (each trained num_iterations times): scaled so the average is their sum.
+            totals = (totals * self.args.steps_per_generation).tolist()
+            self._log_metrics(mode, dict(zip(parts, totals, strict=True)))
 
     # ----------------------------------------------------------------------------------------------------------
     # Checkpoints: the adapted eta_high resumes where it was

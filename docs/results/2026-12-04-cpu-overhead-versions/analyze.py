@@ -7,13 +7,13 @@ above the floor goes, and paired differences between versions (mean, 95 % t-inte
 from __future__ import annotations
 
 import json
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, "/work/main")
 from benchmarks.overhead import cost_floor, summarize  # noqa: E402
 from benchmarks.stats import mean_ci  # noqa: E402
+
 
 def main() -> None:
     out = Path(sys.argv[1])
@@ -55,37 +55,61 @@ def main() -> None:
         ci = mean_ci(values)
         return {"values": values, "mean": ci["mean"], "ci95": [ci["ci_low"], ci["ci_high"]]}
 
-    summary = {name: {key: across(name, key) for key in ("step_ratio", "floor_ratio", "loss_phase_ratio",
-                                                          "peak_memory_ratio")} for name in VERSIONS}
+    summary = {
+        name: {
+            key: across(name, key) for key in ("step_ratio", "floor_ratio", "loss_phase_ratio", "peak_memory_ratio")
+        }
+        for name in VERSIONS
+    }
     paired = {}
     for name in VERSIONS[1:]:
         for key in ("step_ratio", "floor_ratio"):
             diffs = [row["versions"][name][key] - row["versions"][VERSIONS[0]][key] for row in per_round]
             ci = mean_ci(diffs)
-            paired[f"{name} - {VERSIONS[0]}: {key}"] = {"values": diffs, "mean": ci["mean"], "ci95": [ci["ci_low"], ci["ci_high"]]}
+            paired[f"{name} - {VERSIONS[0]}: {key}"] = {
+                "values": diffs,
+                "mean": ci["mean"],
+                "ci95": [ci["ci_low"], ci["ci_high"]],
+            }
     if len(VERSIONS) > 2:
-        diffs = [row["versions"][VERSIONS[2]]["step_ratio"] - row["versions"][VERSIONS[1]]["step_ratio"] for row in per_round]
+        diffs = [
+            row["versions"][VERSIONS[2]]["step_ratio"] - row["versions"][VERSIONS[1]]["step_ratio"]
+            for row in per_round
+        ]
         ci = mean_ci(diffs)
-        paired[f"{VERSIONS[2]} - {VERSIONS[1]}: step_ratio"] = {"values": diffs, "mean": ci["mean"], "ci95": [ci["ci_low"], ci["ci_high"]]}
+        paired[f"{VERSIONS[2]} - {VERSIONS[1]}: step_ratio"] = {
+            "values": diffs,
+            "mean": ci["mean"],
+            "ci95": [ci["ci_low"], ci["ci_high"]],
+        }
     analysis = {"per_round": per_round, "summary": summary, "paired": paired}
     (out / "analysis.json").write_text(json.dumps(analysis, indent=1) + "\n")
 
-    print("| round | GRPO step s | version | step s | x GRPO | floor | x floor | loss x GRPO | scoring s | "
-          "excess s (gen / score / loss / other) | peak x GRPO |")
+    print(
+        "| round | GRPO step s | version | step s | x GRPO | floor | x floor | loss x GRPO | scoring s | "
+        "excess s (gen / score / loss / other) | peak x GRPO |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for row in per_round:
         for name in VERSIONS:
             v = row["versions"][name]
             e = v["excess_over_floor_s"]
-            print(f"| {row['round']} | {row['grpo_step_s']:.1f} | {name.split('@')[1]} | {v['step_s']:.1f} | "
-                  f"{v['step_ratio']:.3f} | {v['floor']:.3f} | {v['floor_ratio']:.3f} | {v['loss_phase_ratio']:.3f} | "
-                  f"{v['phases']['scoring_s']:.2f} | {e['generation_s']:.2f} / {e['scoring_s']:.2f} / "
-                  f"{e['loss_s']:.2f} / {e['other_s']:.2f} | {v['peak_memory_ratio']:.3f} |")
+            print(
+                f"| {row['round']} | {row['grpo_step_s']:.1f} | {name.split('@')[1]} | {v['step_s']:.1f} | "
+                f"{v['step_ratio']:.3f} | {v['floor']:.3f} | {v['floor_ratio']:.3f} | {v['loss_phase_ratio']:.3f} | "
+                f"{v['phases']['scoring_s']:.2f} | {e['generation_s']:.2f} / {e['scoring_s']:.2f} / "
+                f"{e['loss_s']:.2f} / {e['other_s']:.2f} | {v['peak_memory_ratio']:.3f} |"
+            )
     print()
     for name, stats in summary.items():
         print(name, {k: (round(s["mean"], 3), [round(x, 3) for x in s["ci95"]]) for k, s in stats.items()})
     for label, stats in paired.items():
-        print(label, round(stats["mean"], 4), [round(x, 4) for x in stats["ci95"]], [round(x, 4) for x in stats["values"]])
+        print(
+            label,
+            round(stats["mean"], 4),
+            [round(x, 4) for x in stats["ci95"]],
+            [round(x, 4) for x in stats["values"]],
+        )
 
 
 if __name__ == "__main__":

@@ -56,7 +56,9 @@ def worker(variant: str, result_path: str) -> None:
 
         def on_step_end(self, args, state, control, **kwargs):
             usage = resource.getrusage(resource.RUSAGE_SELF)
-            self.steps.append({"minor_faults": usage.ru_minflt - self.start[0], "major_faults": usage.ru_majflt - self.start[1]})
+            self.steps.append(
+                {"minor_faults": usage.ru_minflt - self.start[0], "major_faults": usage.ru_majflt - self.start[1]}
+            )
             if variant == "ps_trim_step":
                 release_free_heap()
 
@@ -79,8 +81,12 @@ def main() -> None:
         env = {**os.environ, "PYTHONPATH": str(MAIN), "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
         with (out / f"{variant}.log").open("w") as log:
             subprocess.run(
-                [sys.executable, __file__, "_worker", variant, str(result)], stdout=log, stderr=subprocess.STDOUT,
-                env=env, cwd=out, check=True,
+                [sys.executable, __file__, "_worker", variant, str(result)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=out,
+                check=True,
             )
         for step in json.loads(result.read_text())["steps"]:
             print(variant, {k: round(v, 2) if isinstance(v, float) else v for k, v in step.items()}, flush=True)

@@ -80,7 +80,7 @@ def main() -> None:
     names = list(VERSIONS)
     order = []
     for r in range(rounds):
-        rotated = names[r % len(names):] + names[: r % len(names)]
+        rotated = names[r % len(names) :] + names[: r % len(names)]
         order += ["grpo", *rotated]
     runs = []
     for index, name in enumerate(order):
