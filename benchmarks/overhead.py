@@ -812,6 +812,47 @@ def _run_subprocess(name: str, settings: Mapping[str, Any], workdir: Path, index
     return {**json.loads(result_path.read_text()), "index": index}
 
 
+def worker_settings(
+    options: Mapping[str, Any],
+    model_path: str,
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+    random_weights: bool = False,
+) -> dict[str, Any]:
+    """The settings every worker of a benchmark run gets (JSON), from the benchmark's options (`DEFAULTS` keys).
+
+    One place for them, so that studies that drive `run_worker` themselves measure exactly what the benchmark does.
+    """
+    return {
+        "model": options["model"],
+        "model_path": model_path,
+        "random_weights": random_weights,
+        "device": device,
+        "dtype": dtype,
+        "dataset": "arithmetic (built-in, level 1, 80 training questions, dataset seed 0)",
+        "reward_funcs": REWARD_FUNCS,
+        "reward_weights": REWARD_WEIGHTS,
+        "num_generations": options["num_generations"],
+        "questions_per_step": options["questions_per_step"],
+        "per_device_train_batch_size": options["questions_per_step"] * options["num_generations"],
+        "gradient_accumulation_steps": options["gradient_accumulation_steps"],
+        "threads": options["threads"],
+        "max_completion_length": options["max_completion_length"],
+        "fixed_length": options.get("fixed_length", True),
+        "vllm": options.get("vllm"),
+        "temperature": 1.0,
+        "learning_rate": 1e-5,
+        "beta": 0.0,
+        "seed": options.get("seed", 0),
+        "rounds": options["rounds"],
+        "warmup": options["warmup"],
+        "steps": options["steps"],
+        "quick": options.get("quick", False),
+        "run_overrides": {name: RUNS[name][1] for name in RUNS},
+    }
+
+
 def run_overhead(options: Mapping[str, Any], log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the interleaved benchmark and return the report (see the module docstring for its fields)."""
     import torch
@@ -837,33 +878,9 @@ def run_overhead(options: Mapping[str, Any], log: Callable[[str], None] = print)
         model_path = build_random_model(options["model"], tokenizer_dir, cache, dtype)
     else:
         model_path = resolve_model(options["model"])
-    settings = {
-        "model": options["model"],
-        "model_path": model_path,
-        "random_weights": is_random_model(options["model"]),
-        "device": device,
-        "dtype": dtype,
-        "dataset": "arithmetic (built-in, level 1, 80 training questions, dataset seed 0)",
-        "reward_funcs": REWARD_FUNCS,
-        "reward_weights": REWARD_WEIGHTS,
-        "num_generations": options["num_generations"],
-        "questions_per_step": options["questions_per_step"],
-        "per_device_train_batch_size": options["questions_per_step"] * options["num_generations"],
-        "gradient_accumulation_steps": options["gradient_accumulation_steps"],
-        "threads": options["threads"],
-        "max_completion_length": options["max_completion_length"],
-        "fixed_length": options["fixed_length"],
-        "vllm": options.get("vllm"),
-        "temperature": 1.0,
-        "learning_rate": 1e-5,
-        "beta": 0.0,
-        "seed": options["seed"],
-        "rounds": options["rounds"],
-        "warmup": options["warmup"],
-        "steps": options["steps"],
-        "quick": options["quick"],
-        "run_overrides": {name: RUNS[name][1] for name in RUNS},
-    }
+    settings = worker_settings(
+        options, model_path, device=device, dtype=dtype, random_weights=is_random_model(options["model"])
+    )
     methods = list(dict.fromkeys(options["trainers"]))
     rounds = interleaved_order(methods, options["rounds"])
     order = [name for names in rounds for name in names]

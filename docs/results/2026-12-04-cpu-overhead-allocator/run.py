@@ -34,23 +34,7 @@ def main() -> None:
     from trl_policysplit.tools.cli import resolve_model
 
     options = dict(overhead.DEFAULTS, rounds=rounds, steps=steps)
-    settings = {
-        key: options[key]
-        for key in ("model", "num_generations", "questions_per_step", "gradient_accumulation_steps", "threads")
-    } | {
-        "model_path": resolve_model(options["model"]),
-        "random_weights": False,
-        "device": "cpu",
-        "dtype": "float32",
-        "per_device_train_batch_size": options["questions_per_step"] * options["num_generations"],
-        "max_completion_length": options["max_completion_length"],
-        "fixed_length": True,
-        "vllm": None,
-        "seed": 0,
-        "rounds": rounds,
-        "warmup": options["warmup"],
-        "steps": steps,
-    }
+    settings = overhead.worker_settings(options, resolve_model(options["model"]))
     names = list(CONDITIONS)
     order = []
     for r in range(rounds):

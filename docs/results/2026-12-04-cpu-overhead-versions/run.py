@@ -58,25 +58,7 @@ def main() -> None:
 
     patch(overhead)
     options = dict(overhead.DEFAULTS, rounds=rounds, steps=steps)
-    settings = {
-        "model": options["model"],
-        "model_path": resolve_model(options["model"]),
-        "random_weights": False,
-        "device": "cpu",
-        "dtype": "float32",
-        "num_generations": options["num_generations"],
-        "questions_per_step": options["questions_per_step"],
-        "per_device_train_batch_size": options["questions_per_step"] * options["num_generations"],
-        "gradient_accumulation_steps": options["gradient_accumulation_steps"],
-        "threads": options["threads"],
-        "max_completion_length": options["max_completion_length"],
-        "fixed_length": True,
-        "vllm": None,
-        "seed": 0,
-        "rounds": rounds,
-        "warmup": options["warmup"],
-        "steps": steps,
-    }
+    settings = overhead.worker_settings(options, resolve_model(options["model"]))
     names = list(VERSIONS)
     order = []
     for r in range(rounds):
