@@ -853,6 +853,24 @@ def worker_settings(
     }
 
 
+def study_options(argv: Sequence[str], *, steps: int) -> tuple[Path, dict[str, Any]]:
+    """A study script's command line, ``OUT_DIR [--rounds N] [--steps N]``: its output folder (created) and the
+    benchmark's default options with those two replaced (for `worker_settings`), so studies measure what it does."""
+
+    def value(flag: str, default: int) -> int:
+        return int(argv[list(argv).index(flag) + 1]) if flag in argv else default
+
+    out = Path(argv[1]).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    return out, dict(DEFAULTS, rounds=value("--rounds", 3), steps=value("--steps", steps))
+
+
+def rotated(names: Sequence[str], shift: int) -> list[str]:
+    """``names`` rotated left by ``shift``: a study's order in round ``shift`` (each name takes each position)."""
+    shift %= len(names)
+    return [*names[shift:], *names[:shift]]
+
+
 def run_overhead(options: Mapping[str, Any], log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the interleaved benchmark and return the report (see the module docstring for its fields)."""
     import torch

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 # Two-sided 95 % Student-t quantiles t_{0.975, df}; beyond the table the normal 1.96 is within 2 %.
@@ -97,3 +97,17 @@ def verdict_below(ci: dict[str, Any], threshold: float = 0.0) -> str:
 def verdict_not_below(ci: dict[str, Any], margin: float) -> str:
     """Non-inferiority: holds when the interval lies above ``-margin``, fails when it lies below it."""
     return verdict_above(ci, -margin)
+
+
+def print_intervals(
+    summary: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    paired: Mapping[str, Mapping[str, Any]],
+    *,
+    with_values: bool = False,
+) -> None:
+    """Print a study's intervals (entries with ``mean``, ``ci95``, ``values``): per name, then paired differences."""
+    for name, stats in summary.items():
+        print(name, {k: (round(s["mean"], 3), [round(x, 3) for x in s["ci95"]]) for k, s in stats.items()})
+    for label, stats in paired.items():
+        values = [[round(x, 4) for x in stats["values"]]] if with_values else []
+        print(label, round(stats["mean"], 4), [round(x, 4) for x in stats["ci95"]], *values)

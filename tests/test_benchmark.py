@@ -149,6 +149,28 @@ def test_interleaved_order_pairs_each_method_with_its_baseline():
     )
 
 
+def test_study_helpers_rotate_each_name_through_each_position_and_read_the_benchmarks_defaults(tmp_path):
+    names = ["a", "b", "c"]
+    orders = [benchmark.rotated(names, r) for r in range(4)]
+    assert orders == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
+    assert [sorted(order[i] for order in orders[:3]) for i in range(3)] == [names] * 3  # a Latin square
+    out, options = benchmark.study_options(["run.py", str(tmp_path / "out"), "--rounds", "5"], steps=3)
+    assert out == (tmp_path / "out").resolve() and out.is_dir()
+    assert options == {**benchmark.DEFAULTS, "rounds": 5, "steps": 3}
+    assert benchmark.study_options(["run.py", str(out), "--steps", "7"], steps=3)[1]["steps"] == 7
+
+
+def test_study_intervals_are_printed_with_their_means_and_bounds(capsys):
+    from benchmarks.stats import print_intervals
+
+    entry = {"mean": 1.23456, "ci95": [1.1, 1.4], "values": [1.2, 1.26912]}
+    print_intervals({"policy_split": {"floor_ratio": entry}}, {"a - b": entry}, with_values=True)
+    assert capsys.readouterr().out.splitlines() == [
+        "policy_split {'floor_ratio': (1.235, [1.1, 1.4])}",
+        "a - b 1.2346 [1.1, 1.4] [1.2, 1.2691]",
+    ]
+
+
 def test_ratio_and_json_safety():
     assert ratio(3.0, 2.0) == 1.5
     assert math.isnan(ratio(1.0, 0.0))

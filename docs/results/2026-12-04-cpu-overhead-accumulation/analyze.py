@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 from benchmarks.overhead import cost_floor, summarize  # noqa: E402
-from benchmarks.stats import mean_ci  # noqa: E402
+from benchmarks.stats import mean_ci, print_intervals  # noqa: E402
 
 NAMES = ("grpo", "grpo_ga2", "grpo_rows2", "policy_split", "policy_split_doubled_micro_batch")
 POLICY_SPLIT = ("policy_split", "policy_split_doubled_micro_batch")
@@ -101,10 +101,7 @@ def main() -> None:
                 f"{e['loss_ratio']:.3f} | {e['loss_token_ratio']:.3f} | {e['loss_per_token_ratio']:.3f} |"
             )
     print()
-    for name, stats in summary.items():
-        print(name, {k: (round(v["mean"], 3), [round(x, 3) for x in v["ci95"]]) for k, v in stats.items()})
-    for label, stats in paired.items():
-        print(label, round(stats["mean"], 4), [round(x, 4) for x in stats["ci95"]])
+    print_intervals(summary, paired)
 
 
 if __name__ == "__main__":

@@ -49,19 +49,15 @@ def worker(name: str, settings: str, result_path: str) -> None:
 
 
 def main() -> None:
-    out = Path(sys.argv[1]).resolve()
-    rounds = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 3
-    steps = int(sys.argv[sys.argv.index("--steps") + 1]) if "--steps" in sys.argv else 3
-    out.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(REPO))
     import benchmarks.overhead as overhead
     from benchmarks.common import subprocess_env
     from trl_policysplit.tools.cli import resolve_model
 
     register(overhead)
-    options = dict(overhead.DEFAULTS, rounds=rounds, steps=steps)
+    out, options = overhead.study_options(sys.argv, steps=3)
     settings = overhead.worker_settings(options, resolve_model(options["model"]))
-    order = [name for r in range(rounds) for name in NAMES[r % len(NAMES) :] + NAMES[: r % len(NAMES)]]
+    order = [name for r in range(options["rounds"]) for name in overhead.rotated(NAMES, r)]
     runs = []
     for index, name in enumerate(order):
         stem = out / f"{index:03d}-{name}"

@@ -24,21 +24,18 @@ TRAINERS = ("grpo", "policy_split")
 
 
 def main() -> None:
-    out = Path(sys.argv[1]).resolve()
-    rounds = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 3
-    steps = int(sys.argv[sys.argv.index("--steps") + 1]) if "--steps" in sys.argv else 2
-    out.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(REPO))
     import benchmarks.overhead as overhead
     from benchmarks.common import subprocess_env
     from trl_policysplit.tools.cli import resolve_model
 
-    options = dict(overhead.DEFAULTS, rounds=rounds, steps=steps)
+    out, options = overhead.study_options(sys.argv, steps=2)
+    rounds = options["rounds"]
     settings = overhead.worker_settings(options, resolve_model(options["model"]))
     names = list(CONDITIONS)
     order = []
     for r in range(rounds):
-        order += [(t, c) for c in names[r % len(names) :] + names[: r % len(names)] for t in TRAINERS]
+        order += [(t, c) for c in overhead.rotated(names, r) for t in TRAINERS]
     runs: dict[str, list] = {c: [] for c in names}
     for index, (trainer, condition) in enumerate(order):
         stem = out / f"{index:03d}-{trainer}@{condition}"

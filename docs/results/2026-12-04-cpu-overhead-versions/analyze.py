@@ -10,9 +10,9 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, "/work/main")
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 from benchmarks.overhead import cost_floor, summarize  # noqa: E402
-from benchmarks.stats import mean_ci  # noqa: E402
+from benchmarks.stats import mean_ci, print_intervals  # noqa: E402
 
 
 def main() -> None:
@@ -101,15 +101,7 @@ def main() -> None:
                 f"{e['loss_s']:.2f} / {e['other_s']:.2f} | {v['peak_memory_ratio']:.3f} |"
             )
     print()
-    for name, stats in summary.items():
-        print(name, {k: (round(s["mean"], 3), [round(x, 3) for x in s["ci95"]]) for k, s in stats.items()})
-    for label, stats in paired.items():
-        print(
-            label,
-            round(stats["mean"], 4),
-            [round(x, 4) for x in stats["ci95"]],
-            [round(x, 4) for x in stats["values"]],
-        )
+    print_intervals(summary, paired, with_values=True)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-MAIN = Path("/work/main")
-PACKAGES = Path("/work/wt/pkg")  # PACKAGES/<version>/trl_policysplit -> that checkout's package
+MAIN = Path(__file__).resolve().parents[3]
+# PACKAGES/<version>/trl_policysplit -> that checkout's package
+PACKAGES = Path(os.environ.get("PACKAGES", "/work/wt/pkg"))
 VERSION_SETS = {
     "versions": {
         "policy_split@3ee7f53": "pre-refactor",  # before issue 23's refactor
@@ -48,22 +49,18 @@ def worker(name: str, settings: str, result_path: str) -> None:
 
 
 def main() -> None:
-    out = Path(sys.argv[1]).resolve()
-    rounds = int(sys.argv[sys.argv.index("--rounds") + 1]) if "--rounds" in sys.argv else 3
-    steps = int(sys.argv[sys.argv.index("--steps") + 1]) if "--steps" in sys.argv else 2
-    out.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(MAIN))
     import benchmarks.overhead as overhead
     from trl_policysplit.tools.cli import resolve_model
 
     patch(overhead)
-    options = dict(overhead.DEFAULTS, rounds=rounds, steps=steps)
+    out, options = overhead.study_options(sys.argv, steps=2)
+    rounds = options["rounds"]
     settings = overhead.worker_settings(options, resolve_model(options["model"]))
     names = list(VERSIONS)
     order = []
     for r in range(rounds):
-        rotated = names[r % len(names) :] + names[: r % len(names)]
-        order += ["grpo", *rotated]
+        order += ["grpo", *overhead.rotated(names, r)]
     runs = []
     for index, name in enumerate(order):
         result = out / f"{index:03d}-{name}.json"
