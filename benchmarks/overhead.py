@@ -820,7 +820,7 @@ def worker_settings(
     dtype: str = "float32",
     random_weights: bool = False,
 ) -> dict[str, Any]:
-    """The settings every worker of a benchmark run gets (JSON), from the benchmark's options (`DEFAULTS` keys).
+    """The settings every worker of a benchmark run gets (JSON), from the benchmark's options (`_resolve_options`).
 
     One place for them, so that studies that drive `run_worker` themselves measure exactly what the benchmark does.
     """
@@ -839,30 +839,33 @@ def worker_settings(
         "gradient_accumulation_steps": options["gradient_accumulation_steps"],
         "threads": options["threads"],
         "max_completion_length": options["max_completion_length"],
-        "fixed_length": options.get("fixed_length", True),
+        "fixed_length": options["fixed_length"],
         "vllm": options.get("vllm"),
         "temperature": 1.0,
         "learning_rate": 1e-5,
         "beta": 0.0,
-        "seed": options.get("seed", 0),
+        "seed": options["seed"],
         "rounds": options["rounds"],
         "warmup": options["warmup"],
         "steps": options["steps"],
-        "quick": options.get("quick", False),
+        "quick": options["quick"],
         "run_overrides": {name: RUNS[name][1] for name in RUNS},
     }
 
 
 def study_options(argv: Sequence[str], *, steps: int) -> tuple[Path, dict[str, Any]]:
-    """A study script's command line, ``OUT_DIR [--rounds N] [--steps N]``: its output folder (created) and the
-    benchmark's default options with those two replaced (for `worker_settings`), so studies measure what it does."""
-
-    def value(flag: str, default: int) -> int:
-        return int(argv[list(argv).index(flag) + 1]) if flag in argv else default
-
-    out = Path(argv[1]).resolve()
+    """A study script's command line, ``OUT_DIR [--rounds N] [--steps N] [benchmark flags]``: its output folder
+    (created) and the options the benchmark's own command line gives (for `worker_settings`), with the study's own
+    default for ``--steps``, so that studies measure what the benchmark does."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out")
+    add_arguments(parser)
+    args = parser.parse_args(list(argv[1:]))
+    if args.steps is None:
+        args.steps = steps
+    out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    return out, dict(DEFAULTS, rounds=value("--rounds", 3), steps=value("--steps", steps))
+    return out, _resolve_options(args)
 
 
 def rotated(names: Sequence[str], shift: int) -> list[str]:

@@ -156,7 +156,8 @@ def test_study_helpers_rotate_each_name_through_each_position_and_read_the_bench
     assert [sorted(order[i] for order in orders[:3]) for i in range(3)] == [names] * 3  # a Latin square
     out, options = benchmark.study_options(["run.py", str(tmp_path / "out"), "--rounds", "5"], steps=3)
     assert out == (tmp_path / "out").resolve() and out.is_dir()
-    assert options == {**benchmark.DEFAULTS, "rounds": 5, "steps": 3}
+    cli_only = {"quick": False, "device": "auto", "dtype": None, "seed": 0, "fixed_length": True}
+    assert options == {**benchmark.DEFAULTS, "rounds": 5, "steps": 3, **cli_only, "tokenizer": None, "vllm": None}
     assert benchmark.study_options(["run.py", str(out), "--steps", "7"], steps=3)[1]["steps"] == 7
 
 

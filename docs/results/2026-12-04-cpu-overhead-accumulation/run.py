@@ -4,8 +4,8 @@
 
 At the defaults Policy Split keeps GRPO's micro-batch (8 rows) by running two loss micro-batches per optimizer step
 where TRL's GRPO runs one: it accumulates gradients between them, and its optimizer batch is two backward passes.
-Its later steps' loss phase is slower than its first (warm-up) step's, which is at the floor. Each round runs, every
-one in its own process with the overhead benchmark's settings and worker (`benchmarks/overhead.py`):
+On 2026-12-04 its later steps' loss phase was slower than its first (warm-up) step's, which was at the floor. Each
+round runs, every one in its own process with the overhead benchmark's settings and worker (`benchmarks/overhead.py`):
 
 - ``grpo``: TRL's GRPO as the benchmark runs it (8 rows, one micro-batch a step);
 - ``grpo_ga2``: TRL's GRPO with the same generation batch in two micro-batches of 4 rows (gradient accumulation,
